@@ -83,8 +83,10 @@ def build_model(
         return_attention: bool; if True the model returns a dict with `"predictions"` and, per modality,
             `"attention_<modality>"` weights `(batch, N, frames)`. Defaults to False.
         input_format: `"ragged"`: one ragged input `(batch, None, dim)` per modality, named after it;
-            `"dense"`: per modality a dense input `(batch, frames, dim)` named after it plus a boolean
-            `"<modality>_mask"` input `(batch, frames)`. Defaults to `"ragged"`.
+            `"dense"`: per modality a dense input `(batch, frames, dim)` named after it plus an int32
+            `"<modality>_mask"` input `(batch, frames)`, 1 for real frames and 0 for padding (bool masks
+            are accepted too; int32 because MirroredStrategy cannot sum bool tensors). Defaults to
+            `"ragged"`. Keras 3 `fit` cannot distribute ragged inputs; ac_keras's own training loop can.
         alpha_initializer: shift scale initializer, None for the authors' reference. Defaults to None.
         beta_initializer: shift offset initializer, None for the authors' reference. Defaults to None.
         kernel_regularizer: optional regularizer of the attention kernels. Defaults to None.
@@ -133,7 +135,7 @@ def build_model(
         else:
             inputs[modality] = keras.Input(shape=(None, dim), name=modality)
             mask_name = modality + MASK_SUFFIX
-            inputs[mask_name] = keras.Input(shape=(None,), dtype="bool", name=mask_name)
+            inputs[mask_name] = keras.Input(shape=(None,), dtype="int32", name=mask_name)
             output, weights = cluster(inputs[modality], mask=inputs[mask_name])
         encoded.append(output)
         attention[attention_key(modality)] = weights
