@@ -1,4 +1,4 @@
-"""A one-minute synthetic demonstration: attention clusters find the one informative frame that averaging dilutes.
+"""A one-minute synthetic demo: attention clusters find the one informative frame that averaging dilutes.
 
 Usage: python -m ac_keras.demo [--videos=2048] [--epochs=10]
 
