@@ -1,0 +1,183 @@
+"""SavedModel export for TF Serving, written with `keras.export.ExportArchive`.
+
+The exported model needs neither ac_keras nor Keras to run: TF Serving, `saved_model_cli run`,
+`tf.saved_model.load` and the TF1 `tf.compat.v1.saved_model.loader.load` all run it. Signatures:
+
+- `serving_default`: input `inputs`, a 1-D batch of serialized `tf.train.SequenceExample` strings in the
+  training layout. Decoding, dequantization, missing-modality fill and frame selection (`eval_frames` at equal
+  intervals, or all) run in the graph. Outputs `video_id` (string), `classes` (int64 top-k class ids) and
+  `scores` (float32 top-k probabilities), `k = min(top_k, num_classes)`.
+- `predict_features`: per modality a dense float32 input `<modality>` `(batch, frames, dim)` and an int32
+  `<modality>_num_frames` `(batch,)` giving each video's real frame count; output `probabilities`
+  `(batch, num_classes)`.
+
+Versions are integer directories `<export_dir>/<n>/`, as TF Serving expects. An existing version is never
+overwritten: each export takes the next number, is written to a hidden temporary directory and renamed into
+place, so a server watching `export_dir` never sees a half-written model. `assets.extra/
+tf_serving_warmup_requests` holds a few `PredictionLog` warm-up requests for TF Serving.
+"""
+
+import os
+import re
+
+import keras
+import tensorflow as tf
+
+from ac_keras import data as ac_data
+from ac_keras import schema
+
+SERVING_SIGNATURE = "serving_default"
+FEATURES_SIGNATURE = "predict_features"
+NUM_FRAMES_SUFFIX = "_num_frames"
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+def next_version(export_dir):
+    """The next integer version under `export_dir` (1 when there is none)."""
+    if not tf.io.gfile.exists(export_dir):
+        return 1
+    versions = [
+        int(name.rstrip("/")) for name in tf.io.gfile.listdir(export_dir) if re.fullmatch(r"\d+/?", name)
+    ]
+    return max(versions, default=0) + 1
+
+
+def _top_k(probabilities, top_k):
+    k = min(top_k, probabilities.shape[-1])
+    scores, classes = tf.math.top_k(probabilities, k=k)
+    return scores, tf.cast(classes, tf.int64)
+
+
+def missing_fill_from_config(config):
+    """The fill vectors of a missing modality: the training means of `--stats` when asked for, else None."""
+    wants_mean = config.missing_modality == "mean" or (config.missing_modality == "auto" and config.stats)
+    if not wants_mean:
+        return None
+    return ac_data.modality_means(ac_data.load_stats(config.stats), config.feature_specs)
+
+
+def build_archive(model, config, missing_fill=None):
+    """An `ExportArchive` with the `serving_default` and `predict_features` endpoints of `model`.
+
+    Args:
+        model: the trained classifier from `ac_keras.model.build_model` (ragged inputs, probabilities out).
+        config: the run's `ac_keras.config.Config` (features, eval_frames, top_k, label settings).
+        missing_fill: optional dict modality -> mean vector used for a modality a record lacks; defaults to
+            the means of `config.stats` when `missing_modality` asks for them, else zeros.
+    """
+    specs = config.feature_specs
+    eval_frames = config.eval_frames or None
+    fill = missing_fill if missing_fill is not None else missing_fill_from_config(config)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(inputs):
+        features, _ = ac_data.parse_serialized(
+            inputs, specs, training=False, num_frames=eval_frames, missing_fill=fill
+        )
+        model_inputs = {spec.name: features[spec.name] for spec in specs}
+        probabilities = tf.cast(model(model_inputs, training=False), tf.float32)
+        scores, classes = _top_k(probabilities, config.top_k)
+        return {"video_id": features[schema.VIDEO_ID_KEY], "classes": classes, "scores": scores}
+
+    archive.add_endpoint(
+        name=SERVING_SIGNATURE,
+        fn=serve,
+        input_signature=[tf.TensorSpec([None], tf.string, name="inputs")],
+    )
+
+    def predict_features(features):
+        model_inputs = {
+            spec.name: tf.RaggedTensor.from_tensor(
+                features[spec.name], lengths=tf.cast(features[spec.name + NUM_FRAMES_SUFFIX], tf.int64)
+            )
+            for spec in specs
+        }
+        return {"probabilities": tf.cast(model(model_inputs, training=False), tf.float32)}
+
+    feature_signature = {}
+    for spec in specs:
+        feature_signature[spec.name] = tf.TensorSpec([None, None, spec.dim], tf.float32, name=spec.name)
+        name = spec.name + NUM_FRAMES_SUFFIX
+        feature_signature[name] = tf.TensorSpec([None], tf.int32, name=name)
+    archive.add_endpoint(name=FEATURES_SIGNATURE, fn=predict_features, input_signature=[feature_signature])
+    return archive
+
+
+def write_warmup_requests(path, serialized_examples, signature_name=SERVING_SIGNATURE):
+    """Writes TF Serving warm-up `PredictionLog`s (tensorflow-serving-api protos) for some records."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.TFRecordWriter(path) as writer:
+        request = predict_pb2.PredictRequest(
+            model_spec=model_pb2.ModelSpec(signature_name=signature_name),
+        )
+        request.inputs["inputs"].CopyFrom(tf.make_tensor_proto(list(serialized_examples), dtype=tf.string))
+        log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+        writer.write(log.SerializeToString())
+
+
+def export_saved_model(model, config, export_dir, warmup_examples=(), missing_fill=None):
+    """Exports `model` as a new version under `export_dir`; returns the version's path.
+
+    Args:
+        model: the trained classifier.
+        config: the run's `Config`.
+        export_dir: base directory; the model goes to `<export_dir>/<next version>/`.
+        warmup_examples: serialized `SequenceExample`s for the TF Serving warm-up file (none: no file).
+        missing_fill: see `build_archive`.
+    """
+    tf.io.gfile.makedirs(export_dir)
+    version = next_version(export_dir)
+    final = os.path.join(export_dir, str(version))
+    temporary = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")
+    if tf.io.gfile.exists(temporary):
+        tf.io.gfile.rmtree(temporary)
+    build_archive(model, config, missing_fill).write_out(temporary, verbose=False)
+    if warmup_examples:
+        write_warmup_requests(os.path.join(temporary, WARMUP_FILE), warmup_examples)
+    if tf.io.gfile.exists(final):  # Another exporter took this version meanwhile: never overwrite it.
+        raise FileExistsError(
+            f"Export version {final} appeared while exporting; the new model is in {temporary}."
+        )
+    tf.io.gfile.rename(temporary, final)
+    return final
+
+
+def first_records(file_pattern, count=2):
+    """The first `count` serialized records of `file_pattern` (for warm-up requests)."""
+    files = sorted(tf.io.gfile.glob(file_pattern)) if file_pattern else []
+    if not files:
+        return []
+    return [record.numpy() for record in tf.data.TFRecordDataset(files[:1]).take(count)]
+
+
+def main(argv):
+    """`python -m ac_keras.export --flagfile=F --model_dir=D --export_dir=E`: exports the best model of D."""
+    from absl import app
+
+    from ac_keras import config as ac_config
+    from ac_keras import training
+
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        config = ac_config.from_flags(need_train_data=False)
+    except ac_config.ConfigError as error:
+        raise app.UsageError(str(error)) from None
+    if not config.model_dir or not config.export_dir:
+        raise app.UsageError("--model_dir and --export_dir: both are required.")
+    model = training.load_best_model(config.model_dir)
+    warmup = first_records(config.eval_data or config.train_data)
+    path = export_saved_model(model, config, config.export_dir, warmup_examples=warmup)
+    print(f"Exported SavedModel to {path}", flush=True)
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    from ac_keras import config as _config  # noqa: F401  (defines the flags)
+
+    app.run(main)

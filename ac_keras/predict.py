@@ -1,0 +1,73 @@
+"""Writes top-k predictions: `python -m ac_keras.predict --flagfile=F --model_dir=D --output_csv=P`.
+
+The CSV has the YouTube-8M submission format: a header `VideoId,LabelConfidencePairs`, then one row per video
+with `--top_k` space-separated `class score` pairs, best first.
+"""
+
+import tensorflow as tf
+from absl import app, flags
+
+from ac_keras import config as ac_config
+from ac_keras import data as ac_data
+from ac_keras import schema
+from ac_keras.inference import load_predictor
+from ac_keras.training import dataset_options
+
+_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "Exported SavedModel version dir to use.")
+_PREDICT_DATA = flags.DEFINE_string("predict_data", None, "File pattern to predict (default --eval_data).")
+_OUTPUT_CSV = flags.DEFINE_string("output_csv", None, "Where to write the predictions CSV.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output_csv.")
+
+
+def predict_to_csv(predictor, dataset, path, top_k, overwrite=False):
+    """Writes `VideoId,LabelConfidencePairs` rows for every video of `dataset`; returns the row count."""
+    if tf.io.gfile.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it.")
+    temporary = f"{path}.tmp"
+    rows = 0
+    with tf.io.gfile.GFile(temporary, "w") as handle:
+        handle.write("VideoId,LabelConfidencePairs\n")
+        for batch in dataset:
+            features = batch[0] if isinstance(batch, tuple) else batch
+            probabilities = predictor(features)
+            scores, classes = tf.math.top_k(probabilities, k=min(top_k, probabilities.shape[-1]))
+            for video_id, video_classes, video_scores in zip(
+                features[schema.VIDEO_ID_KEY].numpy(), classes.numpy(), scores.numpy(), strict=True
+            ):
+                pairs = " ".join(f"{c} {s:.6f}" for c, s in zip(video_classes, video_scores, strict=True))
+                handle.write(f"{video_id.decode('utf-8', 'replace')},{pairs}\n")
+                rows += 1
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+    return rows
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        config = ac_config.from_flags(need_train_data=False)
+    except ac_config.ConfigError as error:
+        raise app.UsageError(str(error)) from None
+    pattern = _PREDICT_DATA.value or config.eval_data
+    if not pattern:
+        raise app.UsageError("--predict_data: is required (or --eval_data).")
+    if not _OUTPUT_CSV.value:
+        raise app.UsageError("--output_csv: is required.")
+    if tf.io.gfile.exists(_OUTPUT_CSV.value) and not _OVERWRITE.value:
+        raise app.UsageError(f"--output_csv: {_OUTPUT_CSV.value} exists; pass --overwrite to replace it.")
+    predictor = load_predictor(config.model_dir, _SAVED_MODEL.value)
+    options = dataset_options(config)
+    options["num_classes"] = None  # prediction needs no labels
+    dataset = ac_data.make_dataset(
+        pattern,
+        batch_size=config.batch_size,
+        training=False,
+        num_frames=config.eval_frames or None,
+        **options,
+    )
+    rows = predict_to_csv(predictor, dataset, _OUTPUT_CSV.value, config.top_k, overwrite=_OVERWRITE.value)
+    print(f"Wrote {rows} predictions to {_OUTPUT_CSV.value}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

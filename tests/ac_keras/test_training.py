@@ -1,0 +1,381 @@
+"""End-to-end tests of the training workflow: train, evaluate, predict, export, serve, resume, distribute."""
+
+import csv
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ac_keras import config as ac_config
+from ac_keras import training
+from ac_keras.export import export_saved_model, first_records
+from ac_keras.testing.learnable import learnable_videos
+from ac_keras.testing.records import write_videos
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+FEATURES = "rgb:8:float,audio:4"
+NUM_CLASSES = 4
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("records")
+    write_videos(directory, learnable_videos(FEATURES, 512, seed=0), num_shards=2, prefix="train")
+    write_videos(directory, learnable_videos(FEATURES, 96, seed=1), num_shards=1, prefix="eval")
+    return directory
+
+
+def _config(data_dir, run_dir, **overrides):
+    values = {
+        "train_data": str(data_dir / "train-*"),
+        "eval_data": str(data_dir / "eval-*"),
+        "features": FEATURES,
+        "num_classes": NUM_CLASSES,
+        "cluster_sizes": (("rgb", 4), ("audio", 2)),
+        "dropout": 0.1,
+        "optimizer": "adam",
+        "learning_rate": 0.01,
+        "batch_size": 32,
+        "epochs": 2,
+        "train_frames": 6,
+        "eval_frames": 0,
+        "model_dir": str(run_dir / "model"),
+        "export_dir": str(run_dir / "export"),
+        "checkpoint_every": 5,
+        "top_k": 3,
+        "strategy": "default",
+    }
+    values.update(overrides)
+    return ac_config.validate(ac_config.Config(**values))
+
+
+def _cli_flags(config):
+    return [line for line in config.to_flags().splitlines() if line]
+
+
+def _run(module, *args, timeout=300):
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+    assert result.returncode == 0, f"{module} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+SERVE_WITHOUT_AC_KERAS = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    path, records_file = sys.argv[1], sys.argv[2]
+    records = [r.numpy() for r in tf.data.TFRecordDataset(records_file)]
+    loaded = tf.saved_model.load(path)
+    out = loaded.signatures["serving_default"](inputs=tf.constant(records))
+    result = {"tf2": {k: v.numpy().tolist() for k, v in out.items() if k != "video_id"},
+              "ids": [v.decode() for v in out["video_id"].numpy()]}
+    # The TF1 session loader is how TF Serving and `saved_model_cli run` load models.
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+        signature = meta.signature_def["serving_default"]
+        fetches = {k: v.name for k, v in signature.outputs.items()}
+        feed = {signature.inputs["inputs"].name: records}
+        out1 = session.run(fetches, feed_dict=feed)
+    result["tf1"] = {k: np.asarray(v).tolist() for k, v in out1.items() if k != "video_id"}
+    result["modules"] = sorted(m for m in sys.modules if m.startswith("ac_keras"))
+    print(json.dumps(result))
+    """
+)
+
+
+def test_train_evaluate_predict_export_serve(data_dir, tmp_path):
+    config = _config(data_dir, tmp_path)
+    output = _run("ac_keras.train", *_cli_flags(config))
+    assert "Epoch 2/2 evaluation" in output
+    best = json.loads((tmp_path / "model" / "best" / "metrics.json").read_text())
+    assert best["metric"] == "top1"
+    assert best["top1"] > 0.6, best  # chance is 0.25
+    assert (tmp_path / "export" / "1" / "saved_model.pb").exists()
+    assert (tmp_path / "export" / "1" / "assets.extra" / "tf_serving_warmup_requests").exists()
+    assert list((tmp_path / "model").glob("train/events.out.tfevents*"))
+
+    metrics_path = tmp_path / "metrics.json"
+    _run("ac_keras.evaluate", *_cli_flags(config), f"--output_json={metrics_path}")
+    metrics = json.loads(metrics_path.read_text())
+    assert set(metrics) >= {"top1", "top5", "mean_class_accuracy"}
+    assert metrics["top1"] == pytest.approx(best["top1"], abs=1e-6)
+    exported = _run(
+        "ac_keras.evaluate",
+        *_cli_flags(config),
+        f"--saved_model={tmp_path / 'export' / '1'}",
+        f"--output_json={tmp_path / 'saved.json'}",
+    )
+    assert json.loads((tmp_path / "saved.json").read_text())["top1"] == pytest.approx(metrics["top1"])
+    assert "top1" in exported
+
+    csv_path = tmp_path / "predictions.csv"
+    _run("ac_keras.predict", *_cli_flags(config), f"--output_csv={csv_path}")
+    rows = list(csv.reader(csv_path.open()))
+    assert rows[0] == ["VideoId", "LabelConfidencePairs"]
+    assert len(rows) == 1 + 96
+    pairs = rows[1][1].split()
+    assert len(pairs) == 2 * 3
+    scores = [float(score) for score in pairs[1::2]]
+    assert scores == sorted(scores, reverse=True)
+    # An existing output is not overwritten without --overwrite.
+    refused = subprocess.run(
+        [sys.executable, "-m", "ac_keras.predict", *_cli_flags(config), f"--output_csv={csv_path}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert refused.returncode != 0 and "--overwrite" in refused.stderr
+
+    # Serve the export in a fresh process that never imports ac_keras, through the TF2 and TF1 loaders.
+    records = first_records(config.eval_data, 7)
+    records_file = tmp_path / "requests.tfrecord"
+    with tf.io.TFRecordWriter(str(records_file)) as writer:
+        for record in records:
+            writer.write(record)
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE_WITHOUT_AC_KERAS, str(tmp_path / "export" / "1"), str(records_file)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    assert served.returncode == 0, served.stderr
+    result = json.loads(served.stdout.strip().splitlines()[-1])
+    assert result["modules"] == []
+    model = training.load_best_model(config.model_dir)
+    from ac_keras import data as ac_data
+
+    features, _ = ac_data.parse_serialized(tf.constant(records), FEATURES, training=False, num_frames=None)
+    probabilities = model({k: v for k, v in features.items() if k in ("rgb", "audio")}).numpy()
+    want_scores = -np.sort(-probabilities, axis=1)[:, :3]
+    np.testing.assert_allclose(result["tf2"]["scores"], want_scores, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result["tf1"]["scores"], want_scores, rtol=1e-5, atol=1e-6)
+    assert result["tf2"]["classes"] == np.argsort(-probabilities, axis=1, kind="stable")[:, :3].tolist()
+    assert result["ids"] == [f"vid1-{index:05d}" for index in range(7)]
+
+
+def test_export_never_overwrites_a_version(data_dir, tmp_path):
+    config = _config(data_dir, tmp_path)
+    model = training.model_from_config(config)
+    first = export_saved_model(model, config, config.export_dir)
+    before = {p: p.read_bytes() for p in pathlib.Path(first).rglob("*") if p.is_file()}
+    second = export_saved_model(model, config, config.export_dir)
+    assert pathlib.Path(first).name == "1" and pathlib.Path(second).name == "2"
+    assert {p: p.read_bytes() for p in pathlib.Path(first).rglob("*") if p.is_file()} == before
+    assert sorted(os.listdir(config.export_dir)) == ["1", "2"]
+
+
+def test_predict_features_signature_matches_model(data_dir, tmp_path):
+    config = _config(data_dir, tmp_path)
+    model = training.model_from_config(config)
+    path = export_saved_model(model, config, config.export_dir)
+    loaded = tf.saved_model.load(path)
+    rng = np.random.default_rng(0)
+    rgb = rng.normal(size=(3, 5, 8)).astype("float32")
+    audio = rng.normal(size=(3, 4, 4)).astype("float32")
+    rgb_frames, audio_frames = np.array([5, 2, 1], "int32"), np.array([4, 1, 0], "int32")
+    out = loaded.signatures["predict_features"](
+        rgb=rgb, rgb_num_frames=rgb_frames, audio=audio, audio_num_frames=audio_frames
+    )["probabilities"].numpy()
+    ragged = {
+        "rgb": tf.RaggedTensor.from_tensor(rgb, lengths=rgb_frames),
+        "audio": tf.RaggedTensor.from_tensor(audio, lengths=audio_frames),
+    }
+    np.testing.assert_allclose(out, model(ragged).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def _losses(config, strategy):
+    trainer = training.Trainer(config, strategy=strategy, progress=False)
+    trainer.train()
+    return np.array([loss for _, loss in trainer.loss_history]), trainer.model.get_weights()
+
+
+def test_mirrored_strategy_matches_default(data_dir, tmp_path):
+    # No dropout and all frames, so both runs see exactly the same computation.
+    options = {"dropout": 0.0, "train_frames": 0, "epochs": 1, "eval_data": None}
+    default_losses, default_weights = _losses(
+        _config(data_dir, tmp_path / "default", **options), tf.distribute.get_strategy()
+    )
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
+    mirrored = tf.distribute.MirroredStrategy(devices)
+    assert mirrored.num_replicas_in_sync == 2
+    mirrored_losses, mirrored_weights = _losses(_config(data_dir, tmp_path / "mirrored", **options), mirrored)
+    assert len(default_losses) == len(mirrored_losses) == 16
+    np.testing.assert_allclose(mirrored_losses, default_losses, rtol=1e-4, atol=1e-5)
+    # The fc1 biases are no-ops under the softmax: their gradients are float noise (~1e-9) that Adam rescales
+    # to steps of up to 1e-4, so weights are compared at that absolute tolerance.
+    for want, got in zip(default_weights, mirrored_weights, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=2e-4)
+
+
+class _DivergingTrainer(training.Trainer):
+    """A trainer whose loss turns NaN from step 8 on, as a diverging run's would."""
+
+    def _per_example_loss(self, labels, logits):
+        loss = super()._per_example_loss(labels, logits)
+        return tf.where(self.step >= 7, tf.fill(tf.shape(loss), float("nan")), loss)
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_last_checkpoint(data_dir, tmp_path):
+    config = _config(data_dir, tmp_path, epochs=3)
+    trainer = _DivergingTrainer(config, progress=False)
+    with pytest.raises(
+        training.TrainingDivergedError, match=r"loss became nan at step 8 \(epoch 1\)"
+    ) as error:
+        trainer.train()
+    assert "ckpt-5" in str(error.value)
+    latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
+    assert latest.endswith("ckpt-5")
+    reader = tf.train.load_checkpoint(latest)
+    for name in reader.get_variable_to_shape_map():
+        value = np.asarray(reader.get_tensor(name))
+        if np.issubdtype(value.dtype, np.floating):
+            assert not np.any(np.isnan(value)), name
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+MULTI_WORKER_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    from ac_keras import config as ac_config, training
+    config = ac_config.Config(**json.loads(sys.argv[2]))
+    trainer = training.Trainer(ac_config.validate(config), progress=False)
+    results = trainer.train()
+    np.savez(sys.argv[3], *trainer.model.get_weights())
+    print(json.dumps({"step": int(trainer.step.numpy()), "results": results}))
+    """
+)
+
+
+def test_multi_worker_training_on_localhost(data_dir, tmp_path):
+    config = _config(data_dir, tmp_path, strategy="multi_worker", dropout=0.0, epochs=1)
+    payload = json.dumps(
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in json.loads(config.to_json()).items()}
+    )
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    processes = []
+    for index in range(2):
+        env = {
+            **os.environ,
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        }
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    MULTI_WORKER_SCRIPT,
+                    str(ROOT),
+                    payload,
+                    str(tmp_path / f"w{index}.npz"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        )
+    outputs = [process.communicate(timeout=300) for process in processes]
+    for process, (_, stderr) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, stderr[-3000:]
+    reports = [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs]
+    assert reports[0]["step"] == reports[1]["step"] == 16  # 512 videos / global batch 32
+    assert reports[0]["results"] == reports[1]["results"]
+    first, second = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    for key in first.files:
+        np.testing.assert_array_equal(first[key], second[key])
+    # Only the chief's checkpoints are kept; the other worker's scratch directory is gone.
+    assert tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints")).endswith("-16")
+    assert not [name for name in os.listdir(config.model_dir) if name.startswith(".worker_scratch")]
+
+
+def _checkpoint_steps(model_dir):
+    state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
+    if state is None:
+        return []
+    return [int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths]
+
+
+def test_resume_after_sigkill(data_dir, tmp_path):
+    config = _config(
+        data_dir,
+        tmp_path,
+        steps_per_epoch=300,
+        epochs=2,
+        checkpoint_every=20,
+        keep_checkpoints=100,
+        eval_data=None,
+        export=False,
+    )
+    command = [sys.executable, "-m", "ac_keras.train", *_cli_flags(config)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        steps = _checkpoint_steps(config.model_dir)
+        if steps and steps[-1] >= 60:
+            break
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = _checkpoint_steps(config.model_dir)
+    assert before and before[-1] < 600, before
+    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming at step {before[-1] % 300}" in resumed.stdout or before[-1] % 300 == 0
+    after = _checkpoint_steps(config.model_dir)
+    assert after[-1] == 600
+    assert after[: len(before)] == before, "checkpoints written before the kill must survive"
+    reader = tf.train.load_checkpoint(
+        tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
+    )
+    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 600
+    assert reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 2
+
+
+def test_missing_data_pattern_is_named(tmp_path):
+    config = _config(pathlib.Path("/nonexistent"), tmp_path, eval_data=None)
+    with pytest.raises(Exception, match="/nonexistent/train-"):
+        training.Trainer(config, progress=False).train()
+
+
+def test_checkpoint_restores_optimizer_state(data_dir, tmp_path):
+    config = _config(data_dir, tmp_path, epochs=1, eval_data=None)
+    trainer = training.Trainer(config, progress=False)
+    trainer.train()
+    saved = [v.numpy().copy() for v in trainer.optimizer.variables]
+    keras.backend.clear_session()
+    again = training.Trainer(config, progress=False)
+    assert again.restore()
+    assert int(again.step.numpy()) == 16
+    restored = [v.numpy() for v in again.optimizer.variables]
+    assert len(saved) == len(restored)
+    for want, got in zip(saved, restored, strict=True):
+        np.testing.assert_array_equal(got, want)
