@@ -206,14 +206,20 @@ class Trainer:
             raise ValueError("--model_dir is required for training (checkpoints and logs go there).")
         self.config = config
         self.progress = progress
-        if config.mixed_precision != "none":
-            keras.mixed_precision.set_global_policy(config.mixed_precision)
         keras.utils.set_random_seed(config.seed)
         self.strategy = strategy or make_strategy(config.strategy, config.devices)
         self.is_chief = _is_chief(self.strategy)
         self.write_dir = _worker_dir(config.model_dir, self.strategy)
+        # The precision policy applies to the layers built here; the process-wide policy is left as it was.
+        previous_policy = keras.mixed_precision.global_policy()
+        if config.mixed_precision != "none":
+            keras.mixed_precision.set_global_policy(config.mixed_precision)
+        try:
+            with self.strategy.scope():
+                self.model = model_from_config(config)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
         with self.strategy.scope():
-            self.model = model_from_config(config)
             # Train on logits for a numerically stable loss; the exported model keeps the probabilities.
             self.logits_model = keras.Model(self.model.inputs, self.model.get_layer("classifier").output)
             self.optimizer = make_optimizer(config)

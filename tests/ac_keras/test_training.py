@@ -379,3 +379,18 @@ def test_checkpoint_restores_optimizer_state(data_dir, tmp_path):
     assert len(saved) == len(restored)
     for want, got in zip(saved, restored, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_training_learns(data_dir, tmp_path, policy):
+    before = keras.mixed_precision.global_policy().name
+    config = _config(data_dir, tmp_path, mixed_precision=policy, epochs=4, eval_data=None)
+    trainer = training.Trainer(config, progress=False)
+    assert keras.mixed_precision.global_policy().name == before, "the process-wide policy is left alone"
+    assert trainer.model.get_layer("rgb_cluster").compute_dtype == policy.split("_")[1]
+    trainer.train()
+    losses = np.array([loss for _, loss in trainer.loss_history])
+    assert np.all(np.isfinite(losses))
+    assert losses[-4:].mean() < 0.8 * losses[:4].mean(), losses
+    if policy == "mixed_float16":
+        assert isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
