@@ -83,6 +83,18 @@ flags.DEFINE_string("mnist_dir", None, "Full MNIST IDX files for Flash-MNIST (de
 FLAGS = flags.FLAGS
 
 
+def quiet_tensorflow_logging(flag_values=FLAGS):
+    """Shows TensorFlow's own INFO logs (checkpoint sharding, asset writing) only when --verbosity asks.
+
+    absl's default verbosity is INFO, which floods a training run's output; progress bars and results are
+    printed by ac_keras itself.
+    """
+    from absl import logging
+
+    if not flag_values["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
+
 class ConfigError(ValueError):
     """A flag has a bad value; the message names the flag and what is allowed."""
 

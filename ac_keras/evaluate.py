@@ -33,6 +33,7 @@ def write_json_atomically(path, payload, overwrite):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    ac_config.quiet_tensorflow_logging()
     try:
         config = ac_config.from_flags(need_train_data=False)
     except ac_config.ConfigError as error:

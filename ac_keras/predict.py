@@ -44,6 +44,7 @@ def predict_to_csv(predictor, dataset, path, top_k, overwrite=False):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    ac_config.quiet_tensorflow_logging()
     try:
         config = ac_config.from_flags(need_train_data=False)
     except ac_config.ConfigError as error:

@@ -64,6 +64,7 @@ def run(config):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    ac_config.quiet_tensorflow_logging()
     try:
         config = ac_config.from_flags()
     except ac_config.ConfigError as error:

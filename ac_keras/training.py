@@ -330,13 +330,14 @@ class Trainer:
         latest = tf.train.latest_checkpoint(os.path.join(self.config.model_dir, CHECKPOINT_SUBDIR))
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
-            log.info(
-                "Resumed from %s at step %d (epoch %d, step %d of it).",
-                latest,
-                int(self.step.numpy()),
-                int(self.epoch.numpy()) + 1,
-                int(self.step_in_epoch.numpy()),
+            message = (
+                f"Resumed from {latest} at step {int(self.step.numpy())} "
+                f"(epoch {int(self.epoch.numpy()) + 1}, step {int(self.step_in_epoch.numpy())} of it)."
             )
+            if self.progress and self.is_chief:
+                print(message, flush=True)
+            else:
+                log.info(message)
         return latest
 
     def _save(self):

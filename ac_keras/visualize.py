@@ -72,6 +72,7 @@ def plot_attention(path, video_ids, labels, probabilities, weights, frame_counts
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    ac_config.quiet_tensorflow_logging()
     try:
         config = ac_config.from_flags(need_train_data=False)
     except ac_config.ConfigError as error:
