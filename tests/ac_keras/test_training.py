@@ -198,6 +198,33 @@ def test_predict_features_signature_matches_model(data_dir, tmp_path):
     }
     np.testing.assert_allclose(out, model(ragged).numpy(), rtol=1e-5, atol=1e-7)
 
+    # `saved_model_cli run` loads the model through the TF1 session loader, as TF Serving does.
+    arrays = {
+        "rgb": rgb,
+        "rgb_num_frames": rgb_frames,
+        "audio": audio,
+        "audio_num_frames": audio_frames,
+    }
+    for name, array in arrays.items():
+        np.save(tmp_path / f"{name}.npy", array)
+    cli = pathlib.Path(sys.executable).with_name("saved_model_cli")
+    result = subprocess.run(
+        [
+            str(cli),
+            "run",
+            f"--dir={path}",
+            "--tag_set=serve",
+            "--signature_def=predict_features",
+            "--inputs=" + ";".join(f"{name}={tmp_path / name}.npy" for name in arrays),
+            f"--outdir={tmp_path / 'cli'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "cli" / "probabilities.npy"), out, rtol=1e-6)
+
 
 def _losses(config, strategy):
     trainer = training.Trainer(config, strategy=strategy, progress=False)
