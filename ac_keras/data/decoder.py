@@ -1,0 +1,98 @@
+"""Decoder: serialized records -> raw ragged tensors, one parse op per batch.
+
+The decoder only parses; it does not dequantize, sample frames or validate values (see `parser.py`).
+Both record kinds are parsed by one `tf.io.parse_sequence_example` call: a `tf.train.Example` and the
+context of a `tf.train.SequenceExample` are the same protobuf field (number 1, a `Features` message), so a
+video-level Example parses as a SequenceExample whose context holds `id`, `labels` and `mean_<name>`.
+"""
+
+from typing import NamedTuple
+
+import tensorflow as tf
+
+from ac_keras import schema
+
+RECORD_TYPES = ("auto", "frame", "video")
+
+
+class ModalityFrames(NamedTuple):
+    """The raw frames of one modality for a batch of records.
+
+    Attributes:
+        frames: frame-level values or None (record_type "video"). For a uint8 modality a `tf.RaggedTensor`
+            `(batch, None frames, None)` of byte strings, one string per frame; for a float modality a
+            `tf.RaggedTensor` `(batch, None frames, None values)` of float32.
+        video_level: video-level values or None (record_type "frame"): a float32 `tf.RaggedTensor`
+            `(batch, None values)` holding `mean_<name>` (empty for records without it).
+    """
+
+    frames: tf.RaggedTensor | None
+    video_level: tf.RaggedTensor | None
+
+
+class DecodedBatch(NamedTuple):
+    """What `decode_batch` returns.
+
+    Attributes:
+        video_ids: string tensor `(batch,)`; "" for records without an id.
+        label_ids: int64 `tf.RaggedTensor` `(batch, None)`; empty rows for records without labels.
+        modalities: dict modality name -> `ModalityFrames`.
+        record_names: string tensor `(batch,)` naming each record for error messages (e.g. "file:index"),
+            or None.
+    """
+
+    video_ids: tf.Tensor
+    label_ids: tf.RaggedTensor
+    modalities: dict[str, ModalityFrames]
+    record_names: tf.Tensor | None
+
+
+def decode_batch(serialized, features, *, record_type: str = "auto", record_names=None) -> DecodedBatch:
+    """Parses a batch of serialized SequenceExample / Example records with vectorized ops.
+
+    Args:
+        serialized: 1-D string tensor of serialized records.
+        features: feature spec string or sequence of `schema.FeatureSpec`.
+        record_type: str, "frame" (SequenceExample feature lists), "video" (`mean_<name>` float lists of
+            video-level Examples) or "auto" (both; the parser picks per record). Defaults to "auto".
+        record_names: optional 1-D string tensor naming each record; TensorFlow's own parse errors
+            (e.g. a float list where bytes are declared) then name the record.
+
+    Returns:
+        A `DecodedBatch`.
+    """
+    specs = schema.to_feature_specs(features)
+    if record_type not in RECORD_TYPES:
+        raise ValueError(f"record_type must be one of {RECORD_TYPES}, got {record_type!r}.")
+    serialized = tf.convert_to_tensor(serialized, dtype=tf.string)
+    context_features = {
+        schema.ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        schema.LABELS_KEY: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64),
+    }
+    sequence_features = {}
+    for spec in specs:
+        if record_type in ("auto", "frame"):
+            dtype = tf.string if spec.quantized else tf.float32
+            sequence_features[spec.name] = tf.io.RaggedFeature(dtype, row_splits_dtype=tf.int64)
+        if record_type in ("auto", "video"):
+            context_features[spec.video_level_key] = tf.io.RaggedFeature(
+                tf.float32, row_splits_dtype=tf.int64
+            )
+    context, sequences, _ = tf.io.parse_sequence_example(
+        serialized,
+        context_features=context_features,
+        sequence_features=sequence_features or None,
+        example_names=record_names,
+    )
+    modalities = {
+        spec.name: ModalityFrames(
+            frames=sequences.get(spec.name), video_level=context.get(spec.video_level_key)
+        )
+        for spec in specs
+    }
+    return DecodedBatch(
+        video_ids=context[schema.ID_KEY],
+        label_ids=context[schema.LABELS_KEY],
+        modalities=modalities,
+        record_names=record_names,
+    )

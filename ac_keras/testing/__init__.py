@@ -1,0 +1,1 @@
+"""Test utilities: fake TFRecords (`records`) for the tests of every engineer."""
