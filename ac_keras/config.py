@@ -66,6 +66,8 @@ flags.DEFINE_integer("checkpoint_every", 500, "Write a checkpoint every this man
 flags.DEFINE_integer("keep_checkpoints", 5, "Number of step checkpoints kept.")
 flags.DEFINE_integer("top_k", 20, "Classes returned per video by the serving model and predict.")
 flags.DEFINE_bool("export", True, "Export a SavedModel at the end of training (needs --export_dir).")
+flags.DEFINE_string("saved_model", None, "Evaluate/predict: an exported SavedModel version dir to use.")
+flags.DEFINE_bool("overwrite", False, "Evaluate/predict: replace an existing output file.")
 # The embedded default: Flash-MNIST generated on first use (read by `python -m ac_keras.train`; defined here
 # so every command accepts configs/flash_mnist.flags).
 flags.DEFINE_bool(

@@ -15,9 +15,7 @@ from ac_keras import data as ac_data
 from ac_keras.inference import evaluate_dataset, load_predictor
 from ac_keras.training import dataset_options
 
-_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "Exported SavedModel version dir to evaluate.")
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Where to write the metrics JSON.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output_json.")
 
 
 def write_json_atomically(path, payload, overwrite):
@@ -40,9 +38,9 @@ def main(argv):
         raise app.UsageError(str(error)) from None
     if not config.eval_data:
         raise app.UsageError("--eval_data: is required (a TFRecord file pattern).")
-    if _OUTPUT_JSON.value and tf.io.gfile.exists(_OUTPUT_JSON.value) and not _OVERWRITE.value:
+    if _OUTPUT_JSON.value and tf.io.gfile.exists(_OUTPUT_JSON.value) and not flags.FLAGS.overwrite:
         raise app.UsageError(f"--output_json: {_OUTPUT_JSON.value} exists; pass --overwrite to replace it.")
-    predictor = load_predictor(config.model_dir, _SAVED_MODEL.value)
+    predictor = load_predictor(config.model_dir, flags.FLAGS.saved_model)
     dataset = ac_data.make_dataset(
         config.eval_data,
         batch_size=config.batch_size,
@@ -53,7 +51,7 @@ def main(argv):
     results = evaluate_dataset(predictor, dataset, config.label_mode, config.num_classes)
     print(json.dumps(results, indent=2, sort_keys=True), flush=True)
     if _OUTPUT_JSON.value:
-        write_json_atomically(_OUTPUT_JSON.value, results, _OVERWRITE.value)
+        write_json_atomically(_OUTPUT_JSON.value, results, flags.FLAGS.overwrite)
     del results  # app.run treats a return value as the exit status
 
 

@@ -13,10 +13,8 @@ from ac_keras import schema
 from ac_keras.inference import load_predictor
 from ac_keras.training import dataset_options
 
-_SAVED_MODEL = flags.DEFINE_string("saved_model", None, "Exported SavedModel version dir to use.")
 _PREDICT_DATA = flags.DEFINE_string("predict_data", None, "File pattern to predict (default --eval_data).")
 _OUTPUT_CSV = flags.DEFINE_string("output_csv", None, "Where to write the predictions CSV.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output_csv.")
 
 
 def predict_to_csv(predictor, dataset, path, top_k, overwrite=False):
@@ -54,9 +52,9 @@ def main(argv):
         raise app.UsageError("--predict_data: is required (or --eval_data).")
     if not _OUTPUT_CSV.value:
         raise app.UsageError("--output_csv: is required.")
-    if tf.io.gfile.exists(_OUTPUT_CSV.value) and not _OVERWRITE.value:
+    if tf.io.gfile.exists(_OUTPUT_CSV.value) and not flags.FLAGS.overwrite:
         raise app.UsageError(f"--output_csv: {_OUTPUT_CSV.value} exists; pass --overwrite to replace it.")
-    predictor = load_predictor(config.model_dir, _SAVED_MODEL.value)
+    predictor = load_predictor(config.model_dir, flags.FLAGS.saved_model)
     options = dataset_options(config)
     options["num_classes"] = None  # prediction needs no labels
     dataset = ac_data.make_dataset(
@@ -66,7 +64,9 @@ def main(argv):
         num_frames=config.eval_frames or None,
         **options,
     )
-    rows = predict_to_csv(predictor, dataset, _OUTPUT_CSV.value, config.top_k, overwrite=_OVERWRITE.value)
+    rows = predict_to_csv(
+        predictor, dataset, _OUTPUT_CSV.value, config.top_k, overwrite=flags.FLAGS.overwrite
+    )
     print(f"Wrote {rows} predictions to {_OUTPUT_CSV.value}", flush=True)
 
 
