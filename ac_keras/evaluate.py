@@ -10,6 +10,7 @@ import json
 import tensorflow as tf
 from absl import app, flags
 
+from ac_keras import cli
 from ac_keras import config as ac_config
 from ac_keras import data as ac_data
 from ac_keras.inference import evaluate_dataset, load_predictor
@@ -56,4 +57,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

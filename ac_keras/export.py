@@ -177,8 +177,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app
-
+    from ac_keras import cli
     from ac_keras import config as _config  # noqa: F401  (defines the flags)
 
-    app.run(main)
+    cli.run(main)

@@ -7,9 +7,9 @@ with `--top_k` space-separated `class score` pairs, best first.
 import tensorflow as tf
 from absl import app, flags
 
+from ac_keras import cli, schema
 from ac_keras import config as ac_config
 from ac_keras import data as ac_data
-from ac_keras import schema
 from ac_keras.inference import load_predictor
 from ac_keras.training import dataset_options
 
@@ -71,4 +71,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -7,8 +7,8 @@ Running the same command again after an interruption resumes from the last check
 import tensorflow as tf
 from absl import app, flags
 
+from ac_keras import cli, training
 from ac_keras import config as ac_config
-from ac_keras import training
 from ac_keras.export import export_saved_model, first_records
 
 
@@ -75,4 +75,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["train_data", "num_classes", "model_dir"])
-    app.run(main)
+    cli.run(main)

@@ -13,9 +13,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from ac_keras import (
+    cli,  # noqa: E402
+    schema,  # noqa: E402
+)
 from ac_keras import config as ac_config  # noqa: E402
 from ac_keras import data as ac_data  # noqa: E402
-from ac_keras import schema  # noqa: E402
 from ac_keras.training import dataset_options, load_best_model  # noqa: E402
 
 _DATA = flags.DEFINE_string("data", None, "TFRecord file pattern whose first videos are drawn.")
@@ -94,4 +97,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,0 +1,22 @@
+"""What every `python -m` command shares: absl's runner with `--help` exiting 0 (absl's own exits 1)."""
+
+from collections.abc import Callable, Sequence
+
+from absl import app
+
+_HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """Parses the flags; asking for help exits with status 0 (absl's own help flags exit with 1)."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except SystemExit as exit_request:
+        if exit_request.code == 1 and any(arg in _HELP_FLAGS for arg in argv[1:]):
+            raise SystemExit(0) from None
+        raise
+
+
+def run(main: Callable) -> None:
+    """Runs `main` with absl; `--help` prints the flags and exits 0."""
+    app.run(main, flags_parser=parse_flags)
