@@ -18,6 +18,8 @@ OPTIMIZERS = ("rmsprop", "adam")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 MISSING_MODALITY = ("auto", "mean", "zeros")
+# The same names as ac_keras.layers.AGGREGATORS (config imports nothing of the layers).
+AGGREGATORS = ("attention_cluster", "average", "flatten", "bilstm", "ts_lstm", "temporal_inception")
 
 # Data.
 flags.DEFINE_string("train_data", None, "File pattern of the training TFRecords (gs:// works).")
@@ -48,6 +50,25 @@ flags.DEFINE_enum("weighting", "fc1", WEIGHTINGS, "Attention weighting function 
 flags.DEFINE_bool("shift", True, "Use the shifting operation (paper Eq. 7).")
 flags.DEFINE_integer("fc2_units", 10, "Hidden size of the fc2 weighting.")
 flags.DEFINE_float("dropout", 0.5, "Dropout rate before the classifier.")
+flags.DEFINE_enum(
+    "aggregator",
+    "attention_cluster",
+    AGGREGATORS,
+    "How each modality's frames become one vector: attention clusters, or a comparison method of the "
+    "paper's Table 4 / appendix B (see docs/aggregators.md).",
+)
+flags.DEFINE_string(
+    "lstm_units",
+    "",
+    "LSTM hidden size per modality for --aggregator=bilstm/ts_lstm, as name:N pairs (rgb:1024,audio:512) "
+    "or one N; empty = the paper's 1024 for rgb and 512 for every other modality.",
+)
+flags.DEFINE_integer(
+    "flatten_frames",
+    0,
+    "Fixed frame count of --aggregator=flatten (shorter videos zero-padded, longer ones truncated); "
+    "0 = --train_frames, which must then equal --eval_frames.",
+)
 # Optimization.
 flags.DEFINE_enum("optimizer", "rmsprop", OPTIMIZERS, "Optimizer.")
 flags.DEFINE_float("learning_rate", 0.001, "Learning rate.")
@@ -138,6 +159,9 @@ class Config:
     keep_checkpoints: int = 5
     top_k: int = 20
     export: bool = True
+    aggregator: str = "attention_cluster"
+    lstm_units: tuple[tuple[str, int], ...] = ()
+    flatten_frames: int = 0
 
     @property
     def feature_specs(self):
@@ -146,6 +170,11 @@ class Config:
     @property
     def cluster_size_map(self):
         return dict(self.cluster_sizes)
+
+    @property
+    def flatten_frame_count(self):
+        """The fixed frame count of `--aggregator=flatten`: `--flatten_frames`, else `--train_frames`."""
+        return self.flatten_frames or self.train_frames
 
     @property
     def best_metric(self):
@@ -162,7 +191,9 @@ class Config:
             value = getattr(self, field.name)
             if value is None:
                 continue
-            if field.name == "cluster_sizes":
+            if field.name in ("cluster_sizes", "lstm_units"):
+                if not value:
+                    continue
                 value = ",".join(f"{name}:{size}" for name, size in value)
             elif field.name == "devices":
                 if not value:
@@ -177,14 +208,26 @@ class Config:
 
 def parse_cluster_sizes(text, modalities):
     """Parses `--cluster_sizes` ("rgb:64,audio:32" or "32") into ((modality, N), ...) in modality order."""
+    return _parse_sizes(text, modalities, "cluster_sizes")
+
+
+def parse_lstm_units(text, modalities):
+    """Parses `--lstm_units` ("rgb:1024,audio:512" or "512") like `--cluster_sizes`; empty gives ()."""
+    if not (text or "").strip():
+        return ()
+    return _parse_sizes(text, modalities, "lstm_units")
+
+
+def _parse_sizes(text, modalities, flag):
+    """Parses "name:N,..." or one "N" into ((modality, N), ...) in modality order; errors name `--flag`."""
     text = (text or "").strip()
     if not text:
-        raise ConfigError("--cluster_sizes: expected name:N pairs or one N, got an empty value.")
+        raise ConfigError(f"--{flag}: expected name:N pairs or one N, got an empty value.")
     if ":" not in text:
         try:
             size = int(text)
         except ValueError:
-            raise ConfigError(f"--cluster_sizes: expected an int or name:N pairs, got {text!r}.") from None
+            raise ConfigError(f"--{flag}: expected an int or name:N pairs, got {text!r}.") from None
         sizes = dict.fromkeys(modalities, size)
     else:
         sizes = {}
@@ -194,18 +237,18 @@ def parse_cluster_sizes(text, modalities):
                 sizes[name] = int(value)
             except ValueError:
                 raise ConfigError(
-                    f"--cluster_sizes: {part!r} is not name:N with an integer N (e.g. rgb:64)."
+                    f"--{flag}: {part!r} is not name:N with an integer N (e.g. rgb:64)."
                 ) from None
         missing = [name for name in modalities if name not in sizes]
         unknown = [name for name in sizes if name not in modalities]
         if missing or unknown:
             raise ConfigError(
-                f"--cluster_sizes: needs one N for each modality of --features {list(modalities)}; "
+                f"--{flag}: needs one N for each modality of --features {list(modalities)}; "
                 f"missing {missing}, unknown {unknown}."
             )
     for name, size in sizes.items():
         if size < 1:
-            raise ConfigError(f"--cluster_sizes: N of {name!r} must be >= 1, got {size}.")
+            raise ConfigError(f"--{flag}: N of {name!r} must be >= 1, got {size}.")
     return tuple((name, sizes[name]) for name in modalities)
 
 
@@ -266,7 +309,39 @@ def validate(config, *, need_train_data=True):
     check(config.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {config.checkpoint_every}.")
     check(config.keep_checkpoints >= 1, "keep_checkpoints", f"must be >= 1, got {config.keep_checkpoints}.")
     check(config.top_k >= 1, "top_k", f"must be >= 1, got {config.top_k}.")
+    _validate_aggregator(config, modalities, check)
     return config
+
+
+def _validate_aggregator(config, modalities, check):
+    check(
+        config.aggregator in AGGREGATORS,
+        "aggregator",
+        f"must be one of {AGGREGATORS}, got {config.aggregator!r}.",
+    )
+    if config.lstm_units:
+        check(
+            [name for name, _ in config.lstm_units] == modalities,
+            "lstm_units",
+            f"needs one N per modality of --features {modalities}, got {dict(config.lstm_units)}.",
+        )
+        for name, units in config.lstm_units:
+            check(units >= 1, "lstm_units", f"N of {name!r} must be >= 1, got {units}.")
+    check(config.flatten_frames >= 0, "flatten_frames", f"must be >= 0, got {config.flatten_frames}.")
+    if config.aggregator == "flatten":
+        check(
+            config.train_frames == config.eval_frames,
+            "aggregator",
+            "=flatten concatenates a fixed number of frames, so training and evaluation must take the same "
+            f"count: --train_frames={config.train_frames} and --eval_frames={config.eval_frames} differ; "
+            "set both to the same K.",
+        )
+        check(
+            config.flatten_frame_count >= 1,
+            "flatten_frames",
+            "--aggregator=flatten with --train_frames=0 (all frames) needs --flatten_frames=K, the frame "
+            "count every video is zero-padded or truncated to.",
+        )
 
 
 def from_flags(flag_values=FLAGS, *, need_train_data=True, **overrides):
@@ -279,5 +354,7 @@ def from_flags(flag_values=FLAGS, *, need_train_data=True, **overrides):
         raise ConfigError(f"--features: {error}") from None
     if isinstance(values["cluster_sizes"], str):
         values["cluster_sizes"] = parse_cluster_sizes(values["cluster_sizes"], [s.name for s in specs])
+    if isinstance(values["lstm_units"], str):
+        values["lstm_units"] = parse_lstm_units(values["lstm_units"], [s.name for s in specs])
     values["devices"] = tuple(values["devices"] or ())
     return validate(Config(**values), need_train_data=need_train_data)

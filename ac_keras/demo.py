@@ -23,10 +23,13 @@ from ac_keras.model import build_model  # noqa: E402
 
 DEMO_FEATURES = {"rgb": 16, "audio": 8}
 
-_VIDEOS = flags.DEFINE_integer("videos", 2048, "Number of training videos (a quarter as many are held out).")
-_EPOCHS = flags.DEFINE_integer("epochs", 10, "Training epochs.")
-_CLASSES = flags.DEFINE_integer("classes", 10, "Number of classes.")
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed for data and initialization.")
+
+def _define_flags():
+    """Defines the demo's flags; only when run as a command, so importing `toy_videos` defines none."""
+    flags.DEFINE_integer("videos", 2048, "Number of training videos (a quarter as many are held out).")
+    flags.DEFINE_integer("epochs", 10, "Training epochs.")
+    flags.DEFINE_integer("classes", 10, "Number of classes.")
+    flags.DEFINE_integer("seed", 0, "Random seed for data and initialization.")
 
 
 def toy_videos(num_videos, num_classes, seed=0, features=None, signal_modality="rgb", task_seed=1000):
@@ -77,13 +80,15 @@ def _train_and_score(weighting, train, test, num_classes, epochs, seed):
 def main(argv):
     del argv
     start = time.time()
-    num_classes = _CLASSES.value
-    train = toy_videos(_VIDEOS.value, num_classes, seed=_SEED.value)
-    test = toy_videos(max(_VIDEOS.value // 4, 1), num_classes, seed=_SEED.value + 1)
+    num_classes = flags.FLAGS.classes
+    train = toy_videos(flags.FLAGS.videos, num_classes, seed=flags.FLAGS.seed)
+    test = toy_videos(max(flags.FLAGS.videos // 4, 1), num_classes, seed=flags.FLAGS.seed + 1)
     results = {}
     for weighting in ("fc1", "average"):
         print(f"== training weighting={weighting} (shift on, N=8 rgb / 2 audio)", flush=True)
-        results[weighting] = _train_and_score(weighting, train, test, num_classes, _EPOCHS.value, _SEED.value)
+        results[weighting] = _train_and_score(
+            weighting, train, test, num_classes, flags.FLAGS.epochs, flags.FLAGS.seed
+        )
     print(
         f"held-out top-1: attention (fc1) {results['fc1']:.3f}, average {results['average']:.3f}, "
         f"chance {1 / num_classes:.3f} ({time.time() - start:.0f} s)"
@@ -91,4 +96,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     cli.run(main)

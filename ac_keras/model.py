@@ -1,15 +1,31 @@
-"""The multimodal attention-cluster classifier (paper Fig. 2): the builder training, tuning and export use."""
+"""The multimodal classifier (paper Fig. 2): the builder training, tuning and export use.
+
+Each modality's frames go through an aggregator, by default an attention cluster; the paper's comparison
+aggregators (Table 4, appendix B) can take its place, and everything after them is the same.
+"""
 
 from collections.abc import Mapping
 
 import keras
 
-from ac_keras.layers import WEIGHTINGS, AttentionCluster
+from ac_keras.layers import (
+    AGGREGATORS,
+    WEIGHTINGS,
+    AttentionCluster,
+    AverageAggregator,
+    BiLSTMAggregator,
+    FlattenAggregator,
+    TemporalInceptionAggregator,
+    TSLSTMAggregator,
+)
 
 LABEL_MODES = ("single", "multi")
 INPUT_FORMATS = ("ragged", "dense")
 PREDICTIONS_KEY = "predictions"
 MASK_SUFFIX = "_mask"
+# Appendix B: bidirectional LSTMs with 1024 hidden units for RGB and 512 for flow and audio.
+PAPER_LSTM_UNITS = {"rgb": 1024, "flow": 512, "audio": 512}
+DEFAULT_LSTM_UNITS = 512
 
 
 def attention_key(modality):
@@ -32,18 +48,45 @@ def _feature_dims(features):
     return dims
 
 
-def _cluster_sizes(cluster_sizes, modalities):
-    if isinstance(cluster_sizes, int):
-        return dict.fromkeys(modalities, cluster_sizes)
-    sizes = dict(cluster_sizes)
+def _per_modality(values, modalities, argument):
+    if isinstance(values, int):
+        return dict.fromkeys(modalities, values)
+    sizes = dict(values)
     missing = [name for name in modalities if name not in sizes]
     unknown = [name for name in sizes if name not in modalities]
     if missing or unknown:
         raise ValueError(
-            f"`cluster_sizes` must give one size per modality {list(modalities)}; "
+            f"`{argument}` must give one size per modality {list(modalities)}; "
             f"missing {missing}, unknown {unknown}."
         )
     return {name: sizes[name] for name in modalities}
+
+
+def _cluster_sizes(cluster_sizes, modalities):
+    return _per_modality(cluster_sizes, modalities, "cluster_sizes")
+
+
+def paper_lstm_units(modalities):
+    """The appendix B LSTM sizes: 1024 for `rgb`, 512 for `flow`, `audio` and any other modality."""
+    return {name: PAPER_LSTM_UNITS.get(name, DEFAULT_LSTM_UNITS) for name in modalities}
+
+
+def _aggregator_layer(
+    aggregator, modality, *, lstm_units, flatten_frames, num_segments, inception, regularizer
+):
+    """One modality's aggregator other than the attention cluster, named `<modality>_<aggregator>`."""
+    name = f"{modality}_{aggregator}"
+    if aggregator == "average":
+        return AverageAggregator(name=name)
+    if aggregator == "flatten":
+        return FlattenAggregator(flatten_frames, name=name)
+    if aggregator == "bilstm":
+        return BiLSTMAggregator(lstm_units[modality], kernel_regularizer=regularizer, name=name)
+    if aggregator == "ts_lstm":
+        return TSLSTMAggregator(
+            lstm_units[modality], num_segments=num_segments, kernel_regularizer=regularizer, name=name
+        )
+    return TemporalInceptionAggregator(**inception, kernel_regularizer=regularizer, name=name)
 
 
 def build_model(
@@ -61,13 +104,22 @@ def build_model(
     alpha_initializer=None,
     beta_initializer=None,
     kernel_regularizer=None,
+    aggregator="attention_cluster",
+    lstm_units=None,
+    flatten_frames=None,
+    num_segments=5,
+    inception_filters=256,
+    inception_kernel_sizes=(5, 7),
     name="attention_clusters",
 ):
-    """Builds the multimodal attention-cluster classifier of Fig. 2.
+    """Builds the multimodal attention-cluster classifier of Fig. 2, or a Table 4 comparison model.
 
     One `AttentionCluster` per modality (each with its own cluster size), the cluster outputs concatenated,
     dropout, and one fully connected layer to the classes with softmax (single-label data) or sigmoid
-    (multi-label data). The classifier output is float32 under mixed precision.
+    (multi-label data). The classifier output is float32 under mixed precision. With another `aggregator`
+    each modality's cluster is replaced by that aggregator (`ac_keras.layers.aggregators`, appendix B) and
+    the rest of the model is unchanged; the attention-cluster arguments (`cluster_sizes`, `weighting`,
+    `shift`, `fc2_units`, `alpha_initializer`, `beta_initializer`) are then ignored.
 
     Args:
         features: the modalities and their feature dims: a mapping such as `{"rgb": 1024, "audio": 128}`, a
@@ -89,7 +141,20 @@ def build_model(
             `"ragged"`. Keras 3 `fit` cannot distribute ragged inputs; ac_keras's own training loop can.
         alpha_initializer: shift scale initializer, None for the authors' reference. Defaults to None.
         beta_initializer: shift offset initializer, None for the authors' reference. Defaults to None.
-        kernel_regularizer: optional regularizer of the attention kernels. Defaults to None.
+        kernel_regularizer: optional regularizer of the attention kernels (of the LSTM input kernels or the
+            convolution kernels for those aggregators). Defaults to None.
+        aggregator: how each modality's frames become one vector: `"attention_cluster"` (the paper's
+            method), `"average"` (`AverageAggregator`), `"flatten"` (`FlattenAggregator`, needs
+            `flatten_frames`), `"bilstm"` (`BiLSTMAggregator`), `"ts_lstm"` (`TSLSTMAggregator`) or
+            `"temporal_inception"` (`TemporalInceptionAggregator`). Defaults to `"attention_cluster"`.
+        lstm_units: int or mapping modality -> LSTM hidden size, for `"bilstm"` and `"ts_lstm"`; None for
+            the paper's sizes (1024 for `rgb`, 512 for every other modality). Defaults to None.
+        flatten_frames: int, the fixed frame count of `"flatten"` (shorter videos are zero-padded, longer
+            ones truncated); set it to the training and evaluation frame count. Defaults to None.
+        num_segments: int, temporal segments of `"ts_lstm"`. Defaults to 5 (the paper's setting).
+        inception_filters: int, filters of each `"temporal_inception"` convolution. Defaults to 256.
+        inception_kernel_sizes: tuple of ints, the parallel `"temporal_inception"` kernel widths.
+            Defaults to `(5, 7)`.
         name: model name. Defaults to `"attention_clusters"`.
 
     Returns:
@@ -100,9 +165,33 @@ def build_model(
     >>> model = build_model({"rgb": 16, "audio": 8}, {"rgb": 4, "audio": 2}, num_classes=5)
     >>> model.output_shape
     (None, 5)
+    >>> build_model({"rgb": 16}, None, num_classes=5, aggregator="bilstm", lstm_units=8).output_shape
+    (None, 5)
+
+    References:
+        Long et al., "Attention Clusters", CVPR 2018, Fig. 2, Table 4 and appendix B.
     """
     dims = _feature_dims(features)
-    sizes = _cluster_sizes(cluster_sizes, dims)
+    if aggregator not in AGGREGATORS:
+        raise ValueError(f"`aggregator` must be one of {AGGREGATORS}, got {aggregator!r}.")
+    clusters = aggregator == "attention_cluster"
+    sizes = _cluster_sizes(cluster_sizes, dims) if clusters else None
+    if return_attention and not clusters:
+        raise ValueError(
+            f"`return_attention=True` needs `aggregator='attention_cluster'`; {aggregator!r} has none."
+        )
+    if aggregator in ("bilstm", "ts_lstm"):
+        lstm_units = _per_modality(
+            paper_lstm_units(dims) if lstm_units is None else lstm_units, dims, "lstm_units"
+        )
+        for modality, units in lstm_units.items():
+            if not isinstance(units, int) or units < 1:
+                raise ValueError(f"`lstm_units` of {modality!r} must be a positive int, got {units!r}.")
+    if aggregator == "flatten" and (not isinstance(flatten_frames, int) or flatten_frames < 1):
+        raise ValueError(
+            "`flatten_frames` must be a positive int (the fixed frame count) for aggregator='flatten', "
+            f"got {flatten_frames!r}."
+        )
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"`num_classes` must be a positive int, got {num_classes!r}.")
     if label_mode not in LABEL_MODES:
@@ -117,28 +206,41 @@ def build_model(
     inputs = {}
     encoded = []
     attention = {}
+    inception = {"filters": inception_filters, "kernel_sizes": tuple(inception_kernel_sizes)}
     for modality, dim in dims.items():
-        cluster = AttentionCluster(
-            sizes[modality],
-            weighting=weighting,
-            shift=shift,
-            fc2_units=fc2_units,
-            return_attention=True,
-            alpha_initializer=alpha_initializer,
-            beta_initializer=beta_initializer,
-            kernel_regularizer=kernel_regularizer,
-            name=f"{modality}_cluster",
-        )
+        if clusters:
+            layer = AttentionCluster(
+                sizes[modality],
+                weighting=weighting,
+                shift=shift,
+                fc2_units=fc2_units,
+                return_attention=True,
+                alpha_initializer=alpha_initializer,
+                beta_initializer=beta_initializer,
+                kernel_regularizer=kernel_regularizer,
+                name=f"{modality}_cluster",
+            )
+        else:
+            layer = _aggregator_layer(
+                aggregator,
+                modality,
+                lstm_units=lstm_units,
+                flatten_frames=flatten_frames,
+                num_segments=num_segments,
+                inception=inception,
+                regularizer=kernel_regularizer,
+            )
         if input_format == "ragged":
             inputs[modality] = keras.Input(shape=(None, dim), ragged=True, name=modality)
-            output, weights = cluster(inputs[modality])
+            output = layer(inputs[modality])
         else:
             inputs[modality] = keras.Input(shape=(None, dim), name=modality)
             mask_name = modality + MASK_SUFFIX
             inputs[mask_name] = keras.Input(shape=(None,), dtype="int32", name=mask_name)
-            output, weights = cluster(inputs[modality], mask=inputs[mask_name])
+            output = layer(inputs[modality], mask=inputs[mask_name])
+        if clusters:
+            output, attention[attention_key(modality)] = output
         encoded.append(output)
-        attention[attention_key(modality)] = weights
 
     merged = encoded[0] if len(encoded) == 1 else keras.layers.Concatenate(name="concat")(encoded)
     merged = keras.layers.Dropout(dropout, name="dropout")(merged)
