@@ -18,6 +18,7 @@ COMMANDS = [
     "tfrecords.stats",
     "tfrecords.inspect",
     "tfrecords.flash_mnist",
+    "tuner.search",
 ]
 
 
