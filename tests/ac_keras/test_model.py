@@ -131,7 +131,11 @@ def test_tiny_model_learns_toy_problem(strategy_name):
     if strategy_name == "mirrored":
         devices = [device.name for device in tf.config.list_logical_devices("CPU")]
         assert len(devices) >= 2, "tests/conftest.py configures two logical CPU devices"
-        strategy = tf.distribute.MirroredStrategy(devices[:2])
+        # Reduction through one device: collective all-reduce instance keys clash between the several
+        # MirroredStrategy objects one pytest process creates.
+        strategy = tf.distribute.MirroredStrategy(
+            devices[:2], cross_device_ops=tf.distribute.ReductionToOneDevice()
+        )
         assert strategy.num_replicas_in_sync == 2
     else:
         strategy = tf.distribute.get_strategy()

@@ -239,7 +239,9 @@ def test_mirrored_strategy_matches_default(data_dir, tmp_path):
         _config(data_dir, tmp_path / "default", **options), tf.distribute.get_strategy()
     )
     devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
-    mirrored = tf.distribute.MirroredStrategy(devices)
+    # Reduction through one device: collective all-reduce instance keys clash between the several
+    # MirroredStrategy objects one pytest process creates.
+    mirrored = tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     assert mirrored.num_replicas_in_sync == 2
     mirrored_losses, mirrored_weights = _losses(_config(data_dir, tmp_path / "mirrored", **options), mirrored)
     assert len(default_losses) == len(mirrored_losses) == 16
