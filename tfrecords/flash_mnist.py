@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 from absl import app, flags, logging
 
+from ac_keras import cli
 from tfrecords import mnist
 
 NUM_FRAMES = 25
@@ -1058,20 +1059,7 @@ def main(argv: Sequence[str]) -> None:
     )
 
 
-_HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
-
-
-def parse_flags(argv: Sequence[str]) -> list[str]:
-    """Parses the flags; asking for help exits with status 0 (absl's own help flags exit with 1)."""
-    try:
-        return app.parse_flags_with_usage(argv)
-    except SystemExit as exit_request:
-        if exit_request.code == 1 and any(arg in _HELP_FLAGS for arg in argv[1:]):
-            raise SystemExit(0) from None
-        raise
-
-
 if __name__ == "__main__":
     define_flags()
     flags.mark_flag_as_required("output_dir")
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main)
