@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# `bazel test //...` offline with Debian's Bazel 4.2.3 (docs/bazel.md).
+#
+# Installs Debian's bazel-bootstrap and bazel-rules-java when they are missing (apt-get, through sudo when not
+# root), then runs the tests with the virtual environment's interpreter as Bazel's Python toolchain.
+#   AC_KERAS_PYTHON   interpreter of the virtual environment with requirements.txt installed
+#                     (default: $PWD/.venv/bin/python, the README's and CI's .venv)
+#   arguments         passed on to `bazel test`, before the target pattern; default pattern //...
+#                     e.g. .ci/bazel_test.sh --test_output=all //:tests/ac_keras/test_model
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python="${AC_KERAS_PYTHON:-$PWD/.venv/bin/python}"
+case "$python" in
+  /*) ;;
+  *) python="$PWD/$python" ;;
+esac
+if [[ ! -x "$python" ]]; then
+  echo "bazel_test.sh: no Python interpreter at $python; create .venv (README) or set AC_KERAS_PYTHON" >&2
+  exit 1
+fi
+
+packages=()
+command -v bazel >/dev/null 2>&1 || packages+=(bazel-bootstrap)
+[[ -f /usr/share/bazel/rules/java/WORKSPACE ]] || packages+=(bazel-rules-java)
+if ((${#packages[@]})); then
+  sudo=()
+  if [[ "$(id -u)" != 0 ]]; then
+    sudo=(sudo -n)
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-cache show "${packages[@]}" >/dev/null 2>&1; then
+    "${sudo[@]}" apt-get update -q
+  fi
+  echo "bazel_test.sh: installing ${packages[*]}" >&2
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${packages[@]}"
+fi
+
+targets=()
+for argument in "$@"; do
+  [[ "$argument" == -* ]] || targets+=("$argument")
+done
+if ((${#targets[@]})); then
+  exec bazel test --repo_env=AC_KERAS_PYTHON="$python" "$@"
+fi
+exec bazel test --repo_env=AC_KERAS_PYTHON="$python" "$@" //...
