@@ -20,3 +20,20 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
 def run(main: Callable) -> None:
     """Runs `main` with absl; `--help` prints the flags and exits 0."""
     app.run(main, flags_parser=parse_flags)
+
+
+def config_from_argv(argv: Sequence[str], *, need_train_data: bool = True):
+    """The validated `Config` of a command's parsed flags; a bad flag or stray argument is a usage error.
+
+    Only the ac_keras commands call this: importing `ac_keras.config` defines the shared training flags, which
+    the `tfrecords` tools (also users of this module) must not get.
+    """
+    from ac_keras import config as ac_config
+
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    ac_config.quiet_tensorflow_logging()
+    try:
+        return ac_config.from_flags(need_train_data=need_train_data)
+    except ac_config.ConfigError as error:
+        raise app.UsageError(str(error)) from None

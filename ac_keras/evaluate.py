@@ -11,7 +11,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from ac_keras import cli
-from ac_keras import config as ac_config
+from ac_keras import config as _config  # noqa: F401  (defines the shared flags)
 from ac_keras import data as ac_data
 from ac_keras.inference import evaluate_dataset, load_predictor
 from ac_keras.training import dataset_options
@@ -30,13 +30,7 @@ def write_json_atomically(path, payload, overwrite):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    ac_config.quiet_tensorflow_logging()
-    try:
-        config = ac_config.from_flags(need_train_data=False)
-    except ac_config.ConfigError as error:
-        raise app.UsageError(str(error)) from None
+    config = cli.config_from_argv(argv, need_train_data=False)
     if not config.eval_data:
         raise app.UsageError("--eval_data: is required (a TFRecord file pattern).")
     if _OUTPUT_JSON.value and tf.io.gfile.exists(_OUTPUT_JSON.value) and not flags.FLAGS.overwrite:

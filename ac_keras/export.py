@@ -158,16 +158,9 @@ def main(argv):
     """`python -m ac_keras.export --flagfile=F --model_dir=D --export_dir=E`: exports the best model of D."""
     from absl import app
 
-    from ac_keras import config as ac_config
-    from ac_keras import training
+    from ac_keras import cli, training
 
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    ac_config.quiet_tensorflow_logging()
-    try:
-        config = ac_config.from_flags(need_train_data=False)
-    except ac_config.ConfigError as error:
-        raise app.UsageError(str(error)) from None
+    config = cli.config_from_argv(argv, need_train_data=False)
     if not config.model_dir or not config.export_dir:
         raise app.UsageError("--model_dir and --export_dir: both are required.")
     model = training.load_best_model(config.model_dir)

@@ -8,7 +8,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from ac_keras import cli, schema
-from ac_keras import config as ac_config
+from ac_keras import config as _config  # noqa: F401  (defines the shared flags)
 from ac_keras import data as ac_data
 from ac_keras.inference import load_predictor
 from ac_keras.training import dataset_options
@@ -40,13 +40,7 @@ def predict_to_csv(predictor, dataset, path, top_k, overwrite=False):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    ac_config.quiet_tensorflow_logging()
-    try:
-        config = ac_config.from_flags(need_train_data=False)
-    except ac_config.ConfigError as error:
-        raise app.UsageError(str(error)) from None
+    config = cli.config_from_argv(argv, need_train_data=False)
     pattern = _PREDICT_DATA.value or config.eval_data
     if not pattern:
         raise app.UsageError("--predict_data: is required (or --eval_data).")

@@ -8,7 +8,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from ac_keras import cli, training
-from ac_keras import config as ac_config
+from ac_keras import config as _config  # noqa: F401  (defines the shared flags)
 from ac_keras.export import export_saved_model, first_records
 
 
@@ -62,13 +62,7 @@ def run(config):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    ac_config.quiet_tensorflow_logging()
-    try:
-        config = ac_config.from_flags()
-    except ac_config.ConfigError as error:
-        raise app.UsageError(str(error)) from None
+    config = cli.config_from_argv(argv)
     maybe_generate_flash_mnist(config)
     run(config)  # returns metrics; app.run would take a return value as the exit status
 

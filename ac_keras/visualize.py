@@ -13,11 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from ac_keras import (
-    cli,  # noqa: E402
-    schema,  # noqa: E402
-)
-from ac_keras import config as ac_config  # noqa: E402
+from ac_keras import cli, schema  # noqa: E402
+from ac_keras import config as _config  # noqa: E402, F401  (defines the shared flags)
 from ac_keras import data as ac_data  # noqa: E402
 from ac_keras.training import dataset_options, load_best_model  # noqa: E402
 
@@ -73,13 +70,7 @@ def plot_attention(path, video_ids, labels, probabilities, weights, frame_counts
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    ac_config.quiet_tensorflow_logging()
-    try:
-        config = ac_config.from_flags(need_train_data=False)
-    except ac_config.ConfigError as error:
-        raise app.UsageError(str(error)) from None
+    config = cli.config_from_argv(argv, need_train_data=False)
     pattern = _DATA.value or config.eval_data
     if not pattern:
         raise app.UsageError("--data: is required (or --eval_data).")
