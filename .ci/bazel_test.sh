@@ -36,11 +36,29 @@ if ((${#packages[@]})); then
   "${sudo[@]}" apt-get install -y -q --no-install-recommends "${packages[@]}"
 fi
 
+flags=(--repo_env=AC_KERAS_PYTHON="$python")
+
+# A virtual environment inside the workspace (.venv) holds BUILD files of its own (TensorFlow ships two under
+# site-packages/tensorflow/include) that `//...` would try to load, and fail on. A .bazelignore listing the
+# environment is the standard fix; without one, they are named as deleted packages here.
+for venv in */pyvenv.cfg .*/pyvenv.cfg; do
+  [[ -f "$venv" ]] || continue
+  venv="${venv%/pyvenv.cfg}"
+  [[ "$venv" != . && "$venv" != .. ]] || continue
+  if [[ -f .bazelignore ]] && grep -qxF -e "$venv" -e "$venv/" .bazelignore; then
+    continue
+  fi
+  deleted="$(find -L "$venv" \( -name BUILD -o -name BUILD.bazel \) -printf '%h\n' 2>/dev/null | sort -u | paste -sd, -)"
+  if [[ -n "$deleted" ]]; then
+    flags+=(--deleted_packages="$deleted")
+  fi
+done
+
 targets=()
 for argument in "$@"; do
   [[ "$argument" == -* ]] || targets+=("$argument")
 done
 if ((${#targets[@]})); then
-  exec bazel test --repo_env=AC_KERAS_PYTHON="$python" "$@"
+  exec bazel test "${flags[@]}" "$@"
 fi
-exec bazel test --repo_env=AC_KERAS_PYTHON="$python" "$@" //...
+exec bazel test "${flags[@]}" "$@" //...
