@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from ac_keras import data as ac_data
+from ac_keras import head as head_lib
 from ac_keras import metrics as ac_metrics
 from ac_keras import schema
 from ac_keras.model import build_model
@@ -39,6 +40,8 @@ CONFIG_FILE = "config.json"
 SUMMARY_EVERY = 10  # steps between TensorBoard step scalars
 # Whether the train step uses ac_keras.optimizers.FusedUpdate where it applies (benchmarks switch it off).
 FUSED_OPTIMIZER = True
+# Whether the training step runs dropout + classifier through `ac_keras.head` (see make_training_head).
+FAST_HEAD = True
 
 log = logging.getLogger("ac_keras")
 
@@ -137,6 +140,22 @@ def make_apply_gradients(optimizer, variables):
         return FusedUpdate(optimizer, variables)
     log.info("Optimizer update: Keras optimizer.apply (the fused update does not support %s).", reason)
     return optimizer.apply
+
+
+def make_training_head(model, seed):
+    """The fast dropout + classifier of the training step (`ac_keras.head`), or None for the Keras layers.
+
+    `ac_keras.head.TrainingHead` computes the same function as the model's `dropout` and `classifier`
+    layers with a fused dropout mask and a faster gradient (docs/benchmarks.md); it is used for float32
+    models with the standard head. `FAST_HEAD = False` turns it off.
+    """
+    reason = "FAST_HEAD = False"
+    if FAST_HEAD:
+        reason = head_lib.head_unsupported(model)
+    if reason is None:
+        return head_lib.TrainingHead(model, seed)
+    log.info("Training head: Keras Dropout and Dense layers (the fast head does not support %s).", reason)
+    return None
 
 
 def dataset_options(config):
@@ -290,10 +309,15 @@ class Trainer:
         variables = self.model.trainable_variables
         single = self.config.label_mode == "single"
         apply_gradients = make_apply_gradients(optimizer, variables)
+        head = make_training_head(self.model, self.config.seed)
 
         def replica_step(features, labels, sample_weight=None):
             with tf.GradientTape() as tape:
-                logits = self.logits_model(features, training=True)
+                if head is not None:
+                    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+                    logits = head(features, optimizer.iterations, replica)
+                else:
+                    logits = self.logits_model(features, training=True)
                 per_example = self._per_example_loss(labels, logits)
                 if sample_weight is not None:
                     per_example *= tf.cast(sample_weight, per_example.dtype)

@@ -8,7 +8,8 @@ builds) and measures, in one process:
            pipeline, training loop with its per-step loss sync, progress and summaries, train step);
   memory   `Trainer.train()` fed one in-memory batch over and over (loop + step, no input pipeline);
   step     the compiled train step alone on that in-memory batch (compute only);
-  keras    the step with Keras's `optimizer.apply` instead of the fused update (`--baseline`: the "before");
+  keras    the step with Keras's `optimizer.apply` and the model's own Dropout and Dense layers instead of
+           the fused update and `ac_keras.head` (`--baseline`: the "before");
   torch    the PyTorch reference (/work/shared/benchmarks/peer_torch.py's model and step, same shapes,
            2 threads) in one subprocess started once (benchmarks/torch_reference.py), run for a ~4 s
            burst right after each of our measurements, so each ratio compares adjacent measurements;
@@ -289,11 +290,13 @@ def run_child(name):
     keras_step = None
     if FLAGS.baseline:
         training.FUSED_OPTIMIZER = False
+        training.FAST_HEAD = False
         keras_trainer = training.Trainer(
             dataclasses.replace(config, model_dir=os.path.join(work, "keras_model")), progress=False
         )
         keras_step = keras_trainer._build_train_step()
         training.FUSED_OPTIMIZER = True
+        training.FAST_HEAD = True
 
     start = time.perf_counter()
     step(in_memory)[0].numpy()

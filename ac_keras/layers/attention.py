@@ -130,7 +130,12 @@ class AttentionUnit(keras.layers.Layer):
     def _logits(self, frames):
         """Attention logits `(batch, frames, num_units)` in float32."""
         if self.weighting == "fc1":
-            logits = tf.matmul(frames, tf.cast(self.kernel, frames.dtype)) + tf.cast(self.bias, frames.dtype)
+            # One 2-D product (batch * frames, dim) x (dim, units): its kernel gradient is one matmul, where
+            # a broadcast batched matmul would need a batched product and a sum over the batch.
+            shape = tf.shape(frames)
+            flat = tf.reshape(frames, [-1, frames.shape[-1]])
+            logits = tf.matmul(flat, tf.cast(self.kernel, frames.dtype)) + tf.cast(self.bias, frames.dtype)
+            logits = tf.reshape(logits, tf.concat([shape[:2], [self.num_units]], axis=0))
             return tf.cast(logits, "float32")
         hidden = tf.tanh(
             tf.matmul(frames, tf.cast(self.hidden_kernel, frames.dtype))

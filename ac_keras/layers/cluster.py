@@ -116,7 +116,7 @@ class AttentionCluster(keras.layers.Layer):
     def call(self, inputs, mask=None, training=None):
         pooled, weights = self.attention(inputs, mask=mask)
         if self.shift_normalize is not None:
-            pooled = self.shift_normalize(pooled)
+            pooled = self.shift_normalize(pooled, training=training)
         batch = tf.shape(pooled)[0]
         output = tf.reshape(pooled, [batch, self.cluster_size * pooled.shape[-1]])
         if self.return_attention:

@@ -83,16 +83,15 @@ class ShiftNormalize(keras.layers.Layer):
         )
         self.built = True
 
-    def call(self, inputs):
-        num_units = inputs.shape[1]
-        alpha = tf.cast(self.alpha, "float32")[:, None]
-        beta = tf.cast(self.beta, "float32")[:, None]
-        shifted = tf.cast(inputs, "float32") * alpha + beta
-        squared_norm = tf.reduce_sum(tf.square(shifted), axis=-1, keepdims=True)
-        # rsqrt(max(|x|^2, eps^2)) has a finite gradient at zero, unlike x / max(norm(x), eps).
-        inverse_norm = tf.math.rsqrt(tf.maximum(squared_norm, self.epsilon**2))
-        normalized = shifted * (inverse_norm / math.sqrt(num_units))
-        return tf.cast(normalized, self.compute_dtype)
+    def call(self, inputs, training=None):
+        alpha = tf.cast(self.alpha, "float32")
+        beta = tf.cast(self.beta, "float32")
+        if training and inputs.dtype == tf.float32:
+            # Training: one XLA kernel forward and one backward instead of a dozen passes over the
+            # (batch, units, dim) values (docs/benchmarks.md). Inference (evaluation, export, serving)
+            # keeps plain TensorFlow ops, so exported models need no XLA.
+            return _shift_normalize_xla(inputs, alpha, beta, self.epsilon)
+        return tf.cast(shift_normalize(inputs, alpha, beta, self.epsilon), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -111,3 +110,25 @@ class ShiftNormalize(keras.layers.Layer):
             }
         )
         return config
+
+
+def shift_normalize(inputs, alpha, beta, epsilon):
+    """`(alpha_k x_k + beta_k) / (sqrt(N) max(||alpha_k x_k + beta_k||, epsilon))` for each unit k.
+
+    Args:
+        inputs: (batch, N, dim) pooled features.
+        alpha, beta: float32 (N,).
+        epsilon: float, lower bound of the norm.
+
+    Returns:
+        float32 (batch, N, dim).
+    """
+    shifted = tf.cast(inputs, "float32") * alpha[:, None] + beta[:, None]
+    squared_norm = tf.reduce_sum(tf.square(shifted), axis=-1, keepdims=True)
+    # rsqrt(max(|x|^2, eps^2)) has a finite gradient at zero, unlike x / max(norm(x), eps).
+    inverse_norm = tf.math.rsqrt(tf.maximum(squared_norm, epsilon**2))
+    num_units = tf.cast(tf.shape(alpha)[0], "float32")
+    return shifted * (inverse_norm / tf.sqrt(num_units))
+
+
+_shift_normalize_xla = tf.function(shift_normalize, jit_compile=True, autograph=False, reduce_retracing=True)

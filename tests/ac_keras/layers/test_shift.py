@@ -74,3 +74,23 @@ def test_bad_arguments_and_shapes():
 def test_layer_contract(tmp_path):
     pooled = tf.random.normal([3, 4, 6])
     run_layer_test(ShiftNormalize, {"epsilon": 1e-10}, pooled, (3, 4, 6), tmp_path, ragged=False)
+
+
+def test_training_path_matches_inference_path_and_its_gradients():
+    # training=True runs the XLA-compiled kernel, training=False the plain TensorFlow ops.
+    layer = ShiftNormalize()
+    values = tf.constant(np.random.default_rng(4).normal(size=(3, 5, 7)).astype(np.float32))
+    layer.build(values.shape)
+    results = {}
+    for training in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch(values)
+            output = layer(values, training=training)
+            loss = tf.reduce_sum(output * tf.range(7, dtype=tf.float32))
+        results[training] = (output, *tape.gradient(loss, [values, layer.alpha, layer.beta]))
+    for fused, plain in zip(results[True], results[False], strict=True):
+        np.testing.assert_allclose(fused.numpy(), plain.numpy(), rtol=1e-5, atol=1e-6)
+    alpha, beta = layer.alpha.numpy().astype("float64"), layer.beta.numpy().astype("float64")
+    for video in range(3):
+        expected = reference.shift_normalize(values.numpy()[video].astype("float64"), alpha, beta)
+        np.testing.assert_allclose(results[True][0].numpy()[video], expected, rtol=1e-5, atol=1e-6)
