@@ -8,8 +8,9 @@ builds) and measures, in one process:
            pipeline, training loop with its per-step loss sync, progress and summaries, train step);
   memory   `Trainer.train()` fed one in-memory batch over and over (loop + step, no input pipeline);
   step     the compiled train step alone on that in-memory batch (compute only);
-  keras    the step with Keras's `optimizer.apply` and the model's own Dropout and Dense layers instead of
-           the fused update and `ac_keras.head` (`--baseline`: the "before");
+  keras    the step with Keras's `optimizer.apply`, the model's own Dropout and Dense layers and plain
+           ShiftNormalize ops instead of the fused update, `ac_keras.head` and the XLA ShiftNormalize
+           (`--baseline`: the "before"; benchmarks/step_ablation.py times each change on its own);
   torch    the PyTorch reference (/work/shared/benchmarks/peer_torch.py's model and step, same shapes,
            2 threads) in one subprocess started once (benchmarks/torch_reference.py), run for a ~4 s
            burst right after each of our measurements, so each ratio compares adjacent measurements;
@@ -235,6 +236,7 @@ def run_child(name):
 
     from ac_keras import config as ac_config
     from ac_keras import training
+    from ac_keras.layers import shift
 
     setup = SETUPS[name]
     record = {"setup": name, "load_start": uptime()}
@@ -291,20 +293,21 @@ def run_child(name):
     if FLAGS.baseline:
         training.FUSED_OPTIMIZER = False
         training.FAST_HEAD = False
+        shift.FUSED_TRAINING = False
         keras_trainer = training.Trainer(
             dataclasses.replace(config, model_dir=os.path.join(work, "keras_model")), progress=False
         )
         keras_step = keras_trainer._build_train_step()
+        start = time.perf_counter()
+        keras_step(in_memory)[0].numpy()  # traced now, with the switches off
+        record["first_step_keras_s"] = time.perf_counter() - start
         training.FUSED_OPTIMIZER = True
         training.FAST_HEAD = True
+        shift.FUSED_TRAINING = True
 
     start = time.perf_counter()
     step(in_memory)[0].numpy()
     record["first_step_s"] = time.perf_counter() - start  # tracing + XLA compilation of the update
-    if keras_step is not None:
-        start = time.perf_counter()
-        keras_step(in_memory)[0].numpy()
-        record["first_step_keras_s"] = time.perf_counter() - start
     if not FLAGS.steps:
         for _ in range(warmup):
             step(in_memory)[0].numpy()

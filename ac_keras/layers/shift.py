@@ -7,6 +7,9 @@ import tensorflow as tf
 
 from ac_keras.layers._utils import fresh_initializer
 
+# Whether training calls run the XLA-compiled kernel (read at trace time; benchmarks turn it off).
+FUSED_TRAINING = True
+
 
 def reference_shift_stddev(num_units):
     """Stddev `sqrt(1 / sqrt(N))` of the authors' Normal initialization of alpha and beta."""
@@ -86,7 +89,7 @@ class ShiftNormalize(keras.layers.Layer):
     def call(self, inputs, training=None):
         alpha = tf.cast(self.alpha, "float32")
         beta = tf.cast(self.beta, "float32")
-        if training and inputs.dtype == tf.float32:
+        if training and FUSED_TRAINING and inputs.dtype == tf.float32:
             # Training: one XLA kernel forward and one backward instead of a dozen passes over the
             # (batch, units, dim) values (docs/benchmarks.md). Inference (evaluation, export, serving)
             # keeps plain TensorFlow ops, so exported models need no XLA.
