@@ -419,8 +419,18 @@ def _nonfinite_records(spec, modality):
 
 
 def _rows_with_any(flat_mask, row_splits):
-    """bool `(rows,)`: whether any of a row's flat elements is True (a few ops, unlike ragged reduce)."""
-    return _sum_by_splits(flat_mask, row_splits) > 0
+    """bool `(rows,)`: whether any of a row's flat elements is True (a few ops, unlike ragged reduce).
+
+    The per-row sums (a cumulative sum over every flat element) run only when some element is True: for
+    float features that is one pass over the values instead of four, about 70% of the training pipeline's
+    CPU time per Kinetics-layout record (docs/benchmarks.md).
+    """
+    num_rows = tf.shape(row_splits, out_type=tf.int64)[0] - 1
+    return tf.cond(
+        tf.reduce_any(flat_mask),
+        lambda: _sum_by_splits(flat_mask, row_splits) > 0,
+        lambda: tf.zeros([num_rows], tf.bool),
+    )
 
 
 def _sum_by_splits(values, row_splits):
