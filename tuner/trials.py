@@ -57,13 +57,24 @@ def _write_json(path, value, **dumps_options):
 
 class _AtomicSaves:
     """Oracle mixin: KerasTuner 1.4.8 writes oracle.json and trial.json in place, so a search killed while
-    writing them could not be resumed; these overrides write the same JSON atomically."""
+    writing them could not be resumed; these overrides write the same JSON atomically, and a reload does not
+    take a trial that had ended for one still running."""
 
     def save(self):
         _write_json(self._get_oracle_fname(), self.get_state())
 
     def _save_trial(self, trial):
         _write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+
+    def set_state(self, state):
+        # `Oracle.end_trial` saves oracle.json with the trial in `end_order` but still in `ongoing_trials`
+        # (it pops it only after saving); a search killed in between would run the ended trial again on
+        # reload. An ended trial is never ongoing, so it is dropped from there.
+        super().set_state(state)
+        ended = set(self.end_order)
+        self.ongoing_trials = {
+            tuner_id: trial for tuner_id, trial in self.ongoing_trials.items() if trial.trial_id not in ended
+        }
 
 
 def atomic_oracle(oracle_class):

@@ -14,7 +14,7 @@ from ac_keras import training
 from tests.tuner.common import SPACE, base_config
 from tuner import settings as tuner_settings
 from tuner.hypermodel import AttentionClusterHyperModel
-from tuner.trials import TrialTrainer
+from tuner.trials import TrialTrainer, atomic_oracle
 
 
 def _settings(config, *args):
@@ -120,3 +120,46 @@ def test_trial_stops_early_and_a_rerun_does_not_train_again(data_dir, tmp_path):
     assert len(again.history.runs) == 1
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "trial" / "checkpoints")))
     assert int(np.asarray(reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE"))) == steps
+
+
+class _Killed(Exception):
+    """Stands for a SIGKILL at one point of KerasTuner's code."""
+
+
+@pytest.mark.parametrize(
+    "oracle_class", [keras_tuner.oracles.RandomSearchOracle, keras_tuner.oracles.HyperbandOracle]
+)
+def test_a_search_killed_as_its_trial_ends_does_not_run_that_trial_again(oracle_class, tmp_path):
+    def make():
+        hyperband = oracle_class is keras_tuner.oracles.HyperbandOracle
+        options = {"max_epochs": 2, "factor": 2} if hyperband else {"max_trials": 3}
+        oracle = atomic_oracle(oracle_class)(
+            objective=keras_tuner.Objective("top1", direction="max"), seed=1, **options
+        )
+        oracle.max_trials = 3
+        oracle._set_project_dir(str(tmp_path), "search")
+        return oracle
+
+    oracle = make()
+    oracle.hyperparameters.Choice("cluster_size", [1, 2, 4, 8])
+    trial = oracle.create_trial("tuner0")
+    oracle.update_trial(trial.trial_id, {"top1": 0.5})
+    trial.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
+
+    # Oracle.end_trial saves oracle.json, reports, then drops the trial from its ongoing ones: killed between.
+    def kill(_trial):
+        raise _Killed()
+
+    oracle._display.on_trial_end = kill
+    with pytest.raises(_Killed):
+        oracle.end_trial(trial)
+    on_disk = json.loads((tmp_path / "search" / "oracle.json").read_text())
+    assert on_disk["end_order"] == [trial.trial_id]
+    assert on_disk["ongoing_trials"] == {"tuner0": trial.trial_id}
+
+    resumed = make()
+    resumed.reload()
+    assert resumed.ongoing_trials == {}
+    following = resumed.create_trial("tuner0")
+    assert following.trial_id != trial.trial_id
+    assert resumed.start_order == [trial.trial_id, following.trial_id]
