@@ -5,8 +5,9 @@ quantized) to a temporary directory, then prints records/s and MB/s (of TFRecord
   raw         tf.data.TFRecordDataset iterated record by record (the ceiling: reading only);
   ours eval   make_dataset, evaluation mode, all frames, batch 64;
   ours train  make_dataset, training mode, 30 random frames of 300, batch 64;
-  per-example the YouTube-8M starter reader: parse_single_sequence_example + decode_raw + dequantize +
-              pad to 300 frames per record, map with AUTOTUNE parallelism, then batch 64;
+  per-example the YouTube-8M starter reader: parse_single_sequence_example + decode_raw + cast +
+              dequantize + pad to 300 frames + concatenate modalities per record, map with AUTOTUNE
+              parallelism, then batch 64;
 and the ratios measured in the same run.
 
     TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.input_pipeline --num_records=1000
@@ -58,11 +59,27 @@ def write_records(directory: str, num_records: int, num_shards: int) -> list[str
 def per_example_reader(files: list[str], batch_size: int) -> tf.data.Dataset:
     """The YouTube-8M starter code's frame-level reader: parse, decode and pad one record at a time.
 
-    As `YT8MFrameFeatureReader.prepare_serialized_examples`: parse_single_sequence_example, decode_raw,
-    cast, dequantize, resize to 300 frames (pad with zeros / cut), labels scattered into a dense vector;
-    mapped with AUTOTUNE parallelism over parallel reads, then batched.
+    A transcription of `YT8MFrameFeatureReader.prepare_serialized_examples` and `get_video_matrix`
+    (google/youtube-8m `readers.py`, `utils.Dequantize`): parse_single_sequence_example, decode_raw, cast to
+    float32, dequantize as `x * scalar + bias`, resize to 300 frames (pad with zeros / cut), concatenate the
+    modalities along the feature axis, labels scattered into a dense vector; mapped with AUTOTUNE
+    parallelism over parallel reads, then batched.
     """
     specs = schema.parse_features(FEATURES)
+    quantized_range = schema.MAX_QUANTIZED_VALUE - schema.MIN_QUANTIZED_VALUE
+    scalar = quantized_range / 255.0
+    bias = (quantized_range / 512.0) + schema.MIN_QUANTIZED_VALUE
+
+    def resize_axis(tensor, new_size):
+        # readers.resize_axis on axis 0: cut to new_size rows, or pad with zero rows.
+        shape = tf.unstack(tf.shape(tensor))
+        pad_shape = shape[:]
+        pad_shape[0] = tf.maximum(0, new_size - shape[0])
+        shape[0] = tf.minimum(shape[0], new_size)
+        shape = tf.stack(shape)
+        return tf.concat(
+            [tf.slice(tensor, tf.zeros_like(shape), shape), tf.fill(tf.stack(pad_shape), 0.0)], axis=0
+        )
 
     def parse_one(serialized):
         context, sequences = tf.io.parse_single_sequence_example(
@@ -75,20 +92,19 @@ def per_example_reader(files: list[str], batch_size: int) -> tf.data.Dataset:
                 spec.name: tf.io.FixedLenSequenceFeature([], dtype=tf.string) for spec in specs
             },
         )
-        features = {}
+        labels = tf.scatter_nd(
+            context["labels"].values[:, None], tf.ones_like(context["labels"].values, tf.float32), [3862]
+        )
+        matrices = []
+        num_frames = MAX_FRAMES
         for spec in specs:
             decoded = tf.reshape(
                 tf.cast(tf.io.decode_raw(sequences[spec.name], tf.uint8), tf.float32), [-1, spec.dim]
             )
-            num_frames = tf.minimum(tf.shape(decoded)[0], MAX_FRAMES)
-            matrix = schema.dequantize(decoded)
-            padding = tf.zeros([tf.maximum(MAX_FRAMES - tf.shape(matrix)[0], 0), spec.dim])
-            features[spec.name] = tf.concat([matrix, padding], axis=0)[:MAX_FRAMES]
-            features[f"{spec.name}_num_frames"] = num_frames
-        labels = tf.scatter_nd(
-            context["labels"].values[:, None], tf.ones_like(context["labels"].values, tf.float32), [3862]
-        )
-        return context["id"], features, tf.minimum(labels, 1.0)
+            num_frames = tf.minimum(tf.shape(decoded)[0], num_frames)
+            matrices.append(resize_axis(decoded * scalar + bias, MAX_FRAMES))
+        video_matrix = tf.concat(matrices, axis=1)
+        return context["id"], video_matrix, num_frames, tf.minimum(labels, 1.0)
 
     dataset = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
     dataset = dataset.map(parse_one, num_parallel_calls=tf.data.AUTOTUNE)
