@@ -41,6 +41,12 @@ flags.DEFINE_enum(
     "Fill for a modality a video lacks: the training mean (needs --stats), zeros, or auto "
     "(mean when --stats is given, else zeros).",
 )
+flags.DEFINE_bool(
+    "center_features",
+    False,
+    "Subtract each modality's training-set mean frame (from --stats) inside the model, before the "
+    "aggregator; the exported model does it too. Helps non-negative (post-ReLU) features with --shift.",
+)
 flags.DEFINE_bool("class_balance", False, "Weight each training sample by 1/S for its class (needs --stats).")
 flags.DEFINE_integer("shuffle_buffer", 4096, "Shuffle buffer of the training records.")
 flags.DEFINE_bool("skip_corrupt", False, "Skip the rest of a corrupt TFRecord file instead of failing.")
@@ -162,6 +168,7 @@ class Config:
     aggregator: str = "attention_cluster"
     lstm_units: tuple[tuple[str, int], ...] = ()
     flatten_frames: int = 0
+    center_features: bool = False
 
     @property
     def feature_specs(self):
@@ -292,6 +299,11 @@ def validate(config, *, need_train_data=True):
         not config.class_balance or bool(config.stats),
         "class_balance",
         "needs --stats (class counts from `python -m tfrecords.stats`).",
+    )
+    check(
+        not config.center_features or bool(config.stats),
+        "center_features",
+        "needs --stats (modality means from `python -m tfrecords.stats`).",
     )
     check(
         config.missing_modality in MISSING_MODALITY,

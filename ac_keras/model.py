@@ -14,6 +14,7 @@ from ac_keras.layers import (
     AttentionCluster,
     AverageAggregator,
     BiLSTMAggregator,
+    FeatureCentering,
     FlattenAggregator,
     TemporalInceptionAggregator,
     TSLSTMAggregator,
@@ -110,6 +111,7 @@ def build_model(
     num_segments=5,
     inception_filters=256,
     inception_kernel_sizes=(5, 7),
+    feature_means=None,
     name="attention_clusters",
 ):
     """Builds the multimodal attention-cluster classifier of Fig. 2, or a Table 4 comparison model.
@@ -155,6 +157,9 @@ def build_model(
         inception_filters: int, filters of each `"temporal_inception"` convolution. Defaults to 256.
         inception_kernel_sizes: tuple of ints, the parallel `"temporal_inception"` kernel widths.
             Defaults to `(5, 7)`.
+        feature_means: optional mapping modality -> mean frame (length dim), e.g. the training-set means
+            of `python -m tfrecords.stats`: each listed modality's frames are centered (`FeatureCentering`
+            layer `<modality>_centering`) before its aggregator. Defaults to None (no centering).
         name: model name. Defaults to `"attention_clusters"`.
 
     Returns:
@@ -202,6 +207,10 @@ def build_model(
         raise ValueError(f"`input_format` must be one of {INPUT_FORMATS}, got {input_format!r}.")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
+    feature_means = dict(feature_means or {})
+    unknown = [name for name in feature_means if name not in dims]
+    if unknown:
+        raise ValueError(f"`feature_means` names modalities {unknown} that are not among {list(dims)}.")
 
     inputs = {}
     encoded = []
@@ -232,12 +241,22 @@ def build_model(
             )
         if input_format == "ragged":
             inputs[modality] = keras.Input(shape=(None, dim), ragged=True, name=modality)
-            output = layer(inputs[modality])
         else:
             inputs[modality] = keras.Input(shape=(None, dim), name=modality)
+        frames = inputs[modality]
+        if modality in feature_means:
+            centering = FeatureCentering(feature_means[modality], name=f"{modality}_centering")
+            if centering.dim != dim:
+                raise ValueError(
+                    f"`feature_means[{modality!r}]` has {centering.dim} values; the modality's dim is {dim}."
+                )
+            frames = centering(frames)
+        if input_format == "ragged":
+            output = layer(frames)
+        else:
             mask_name = modality + MASK_SUFFIX
             inputs[mask_name] = keras.Input(shape=(None,), dtype="int32", name=mask_name)
-            output = layer(inputs[modality], mask=inputs[mask_name])
+            output = layer(frames, mask=inputs[mask_name])
         if clusters:
             output, attention[attention_key(modality)] = output
         encoded.append(output)

@@ -13,8 +13,15 @@ from ac_keras.export import export_saved_model, first_records
 
 
 def maybe_generate_flash_mnist(config):
-    """Generates Flash-MNIST on first use when --generate_flash_mnist is set and --train_data is missing."""
-    if not flags.FLAGS.generate_flash_mnist or tf.io.gfile.glob(config.train_data):
+    """Generates Flash-MNIST on first use when --generate_flash_mnist is set and --train_data is missing.
+
+    A dataset generated before the generator wrote `stats.json` gets it now (the configs' --stats), computed
+    from --train_data as `python -m tfrecords.stats` does.
+    """
+    if not flags.FLAGS.generate_flash_mnist:
+        return
+    if tf.io.gfile.glob(config.train_data):
+        _add_missing_stats(config)
         return
     directory = flags.FLAGS.flash_mnist_dir
     if not config.train_data.startswith(directory.rstrip("/") + "/"):
@@ -40,6 +47,20 @@ def maybe_generate_flash_mnist(config):
         f"{info['cnn_test_digit_accuracy']:.1%}.",
         flush=True,
     )
+
+
+def _add_missing_stats(config):
+    directory = flags.FLAGS.flash_mnist_dir.rstrip("/") + "/"
+    if not config.stats or tf.io.gfile.exists(config.stats) or not config.stats.startswith(directory):
+        return
+    from tfrecords import stats as stats_tool
+
+    print(
+        f"Writing the training statistics {config.stats} (--stats) of the existing Flash-MNIST data.",
+        flush=True,
+    )
+    stats = stats_tool.compute_stats(config.train_data, config.features, num_classes=config.num_classes)
+    stats_tool.write_stats(stats, config.stats)
 
 
 def run(config):

@@ -95,6 +95,16 @@ def _worker_dir(model_dir, strategy):
     return os.path.join(model_dir, f".worker_scratch_{resolver.task_type}_{resolver.task_id}")
 
 
+def feature_means(config):
+    """The training-set mean frame of each modality from `--stats`, for `--center_features`; else None."""
+    if not config.center_features:
+        return None
+    try:
+        return ac_data.modality_means(ac_data.load_stats(config.stats), config.feature_specs)
+    except ValueError as error:
+        raise ValueError(f"--center_features with --stats={config.stats}: {error}") from None
+
+
 def model_from_config(config):
     """Builds the classifier of `config` (the one builder training, tuning and export use)."""
     return build_model(
@@ -109,6 +119,7 @@ def model_from_config(config):
         aggregator=config.aggregator,
         lstm_units=dict(config.lstm_units) or None,
         flatten_frames=config.flatten_frame_count or None,
+        feature_means=feature_means(config),
     )
 
 

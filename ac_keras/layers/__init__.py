@@ -9,6 +9,7 @@ from ac_keras.layers.aggregators import (
     TSLSTMAggregator,
 )
 from ac_keras.layers.attention import WEIGHTINGS, AttentionUnit
+from ac_keras.layers.centering import FeatureCentering
 from ac_keras.layers.cluster import AttentionCluster
 from ac_keras.layers.shift import ShiftNormalize, reference_shift_stddev
 
@@ -19,6 +20,7 @@ __all__ = [
     "AttentionUnit",
     "AverageAggregator",
     "BiLSTMAggregator",
+    "FeatureCentering",
     "FlattenAggregator",
     "ShiftNormalize",
     "TSLSTMAggregator",

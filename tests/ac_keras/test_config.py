@@ -81,6 +81,7 @@ def test_to_flags_round_trip():
         (["--learning_rate=0"], r"--learning_rate: must be > 0"),
         (["--batch_size=0"], r"--batch_size: must be >= 1"),
         (["--class_balance"], r"--class_balance: needs --stats"),
+        (["--center_features"], r"--center_features: needs --stats"),
         (["--missing_modality=mean"], r"--missing_modality: =mean needs --stats"),
         (["--num_classes=0"], r"--num_classes: must be a positive int"),
     ],

@@ -16,6 +16,7 @@ def test_flash_mnist_flagfile_generates_trains_exports_and_visualizes(tmp_path):
         f"--flash_mnist_dir={data_dir}",
         f"--train_data={data_dir}/train-*.tfrecord",
         f"--eval_data={data_dir}/test-*.tfrecord",
+        f"--stats={data_dir}/stats.json",
         f"--model_dir={run_dir}",
         f"--export_dir={run_dir / 'export'}",
     ]
@@ -45,8 +46,13 @@ def test_flash_mnist_flagfile_generates_trains_exports_and_visualizes(tmp_path):
     assert (run_dir / "export" / "1" / "saved_model.pb").exists()
     best = json.loads((run_dir / "best" / "metrics.json").read_text())
     assert 0.0 <= best["top1"] <= 1.0
+    # The flagfile centers the features with the generated training mean, inside the trained model.
+    stats = json.loads((data_dir / "stats.json").read_text())
+    assert len(stats["modalities"]["frames"]["mean"]) == 50
+    assert json.loads((run_dir / "config.json").read_text())["center_features"] is True
 
-    # A second run finds the data and does not regenerate it.
+    # A second run finds the data and does not regenerate it; a dataset from before stats.json gets one.
+    (data_dir / "stats.json").unlink()
     again = subprocess.run(
         [
             sys.executable,
@@ -64,6 +70,10 @@ def test_flash_mnist_flagfile_generates_trains_exports_and_visualizes(tmp_path):
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "generating Flash-MNIST" not in again.stdout
+    assert "Writing the training statistics" in again.stdout
+    rewritten = json.loads((data_dir / "stats.json").read_text())
+    assert rewritten["data"] == f"{data_dir}/train-*.tfrecord"
+    assert {**rewritten, "data": None} == {**stats, "data": None}
 
     picture = tmp_path / "attention.png"
     visualize = subprocess.run(

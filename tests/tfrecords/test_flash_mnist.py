@@ -275,6 +275,7 @@ def test_generate_dataset_layout(tiny_dataset):
     assert names == [
         "flash_mnist.json",
         "frame_cnn.keras",
+        "stats.json",
         "test-00000-of-00002.tfrecord",
         "test-00001-of-00002.tfrecord",
         "train-00000-of-00002.tfrecord",
@@ -319,6 +320,21 @@ def test_generate_dataset_records(tiny_dataset):
             assert fm.digits_subset(placed) == label[0]
             np.testing.assert_allclose(video_features, features[offset], rtol=1e-5, atol=1e-6)
             assert np.all(video_features >= 0)
+
+
+def test_generate_dataset_stats_are_the_training_split_statistics(tiny_dataset):
+    # stats.json (what --center_features subtracts) is the training split's mean frame and class counts.
+    from ac_keras.data import load_stats
+
+    directory, metadata = tiny_dataset
+    stats = load_stats(os.path.join(directory, metadata["stats_file"]))
+    train = np.concatenate([features for _, features in read_records(directory, "train").values()])
+    np.testing.assert_allclose(
+        stats["modalities"]["frames"]["mean"], train.mean(axis=0), rtol=1e-5, atol=1e-6
+    )
+    assert stats["modalities"]["frames"]["frame_count_histogram"] == {"25": 1024}
+    assert stats["class_counts"] == [1] * 1024 and stats["num_videos"] == 1024
+    assert stats["data"] == os.path.join(directory, "train-*-of-00002.tfrecord")
 
 
 def test_generate_dataset_refuses_then_cli_overwrites_identically(tiny_dataset):
