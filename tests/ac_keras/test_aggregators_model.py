@@ -299,9 +299,23 @@ def test_export_and_serve_without_ac_keras(tmp_path):
         name: tf.RaggedTensor.from_tensor(arrays[name], lengths=arrays[name + "_num_frames"]) for name in DIMS
     }
 
+    # The attention cluster with --center_features: the SavedModel must subtract the stats' mean itself.
+    stats = {
+        "format": ac_data.STATS_FORMAT,
+        "modalities": {name: {"mean": rng.uniform(0, 2, size=dim).tolist()} for name, dim in DIMS.items()},
+    }
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    centered = {
+        "stats": str(tmp_path / "stats.json"),
+        "center_features": True,
+        "missing_modality": "zeros",
+    }
     paths, expected = {}, {}
-    for aggregator in OTHER_AGGREGATORS:
-        config = _config(aggregator)
+    for aggregator in (*OTHER_AGGREGATORS, "centered_attention_cluster"):
+        if aggregator == "centered_attention_cluster":
+            config = _config("attention_cluster", **centered)
+        else:
+            config = _config(aggregator)
         model = training.model_from_config(config)
         paths[aggregator] = export_saved_model(model, config, str(tmp_path / aggregator))
         parsed, _ = ac_data.parse_serialized(
