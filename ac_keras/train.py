@@ -53,14 +53,13 @@ def _add_missing_stats(config):
     directory = flags.FLAGS.flash_mnist_dir.rstrip("/") + "/"
     if not config.stats or tf.io.gfile.exists(config.stats) or not config.stats.startswith(directory):
         return
-    from tfrecords import stats as stats_tool
+    from tfrecords import flash_mnist
 
     print(
         f"Writing the training statistics {config.stats} (--stats) of the existing Flash-MNIST data.",
         flush=True,
     )
-    stats = stats_tool.compute_stats(config.train_data, config.features, num_classes=config.num_classes)
-    stats_tool.write_stats(stats, config.stats)
+    flash_mnist.write_training_stats(config.train_data, config.stats)
 
 
 def run(config):

@@ -4,9 +4,9 @@ Usage (from the repository root):
   python benchmarks/flash_mnist_table1.py --sizes=1,8,32 --weightings=average,fc1,fc2 \
       --shift_modes=shift,noshift --epochs=20 --output_dir=docs/flash_mnist
 
-`--epochs`, `--batch_size`, `--seed` and `--center_features` (on by default here, as in the Flash-MNIST configs)
-are the training flags of `ac_keras.config` (pass `--epochs`: its
-default is the training default, 10).
+`--epochs`, `--batch_size`, `--seed` and `--center_features` (on by default here, as in the Flash-MNIST
+configs) are the training flags of `ac_keras.config` (pass `--epochs`: its default is the training
+default, 10).
 
 Every cell of the grid N x weighting x {shift, no shift} trains a fresh classifier through
 `ac_keras.training.Trainer` (the loop `python -m ac_keras.train` runs) on one generated Flash-MNIST dataset
@@ -143,14 +143,7 @@ def ensure_dataset(data_dir):
     stats_path = os.path.join(data_dir, flash_mnist.STATS_FILE)
     if not os.path.exists(stats_path):
         # A dataset generated before the generator wrote its training statistics.
-        from tfrecords import stats as stats_tool
-
-        stats = stats_tool.compute_stats(
-            os.path.join(data_dir, "train-*.tfrecord"),
-            flash_mnist.FEATURE_SPEC,
-            num_classes=flash_mnist.NUM_CLASSES,
-        )
-        stats_tool.write_stats(stats, stats_path)
+        flash_mnist.write_training_stats(os.path.join(data_dir, "train-*.tfrecord"), stats_path)
     with open(metadata_path) as handle:
         return json.load(handle)
 

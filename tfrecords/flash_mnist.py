@@ -918,15 +918,11 @@ def generate_dataset(
                 sizes[split],
                 time.monotonic() - split_started,
             )
-        # The training split's statistics, as `python -m tfrecords.stats` writes them: the configs center the
-        # frame features with their mean (`--center_features`).
-        from tfrecords import stats as stats_tool
-
-        stats = stats_tool.compute_stats(
-            os.path.join(staging, "train-*.tfrecord"), FEATURE_SPEC, num_classes=NUM_CLASSES
+        write_training_stats(
+            os.path.join(staging, "train-*.tfrecord"),
+            os.path.join(staging, STATS_FILE),
+            data_label=os.path.join(output_dir, f"train-*-of-{num_shards:05d}.tfrecord"),
         )
-        stats["data"] = os.path.join(output_dir, f"train-*-of-{num_shards:05d}.tfrecord")
-        stats_tool.write_stats(stats, os.path.join(staging, STATS_FILE))
         metadata = {
             "dataset": "flash_mnist",
             "seed": seed,
@@ -974,6 +970,29 @@ def generate_dataset(
         raise
     logging.info("Flash-MNIST written to %s in %.1f s", output_dir, metadata["generation_seconds"])
     return metadata
+
+
+def write_training_stats(train_pattern: str, path: str, *, data_label: str | None = None) -> dict[str, Any]:
+    """Writes the training split's statistics to ``path`` as ``python -m tfrecords.stats`` does.
+
+    The Flash-MNIST configs center the frame features with their mean (``--center_features``).
+
+    Args:
+        train_pattern: str, glob of the training shards.
+        path: str, the JSON file to write.
+        data_label: optional str recorded as the statistics' ``data`` (where the shards will end up).
+            Defaults to ``train_pattern``.
+
+    Returns:
+        The statistics dict.
+    """
+    from tfrecords import stats as stats_tool  # imports TensorFlow; generation imports it lazily too
+
+    stats = stats_tool.compute_stats(train_pattern, FEATURE_SPEC, num_classes=NUM_CLASSES)
+    if data_label is not None:
+        stats["data"] = data_label
+    stats_tool.write_stats(stats, path)
+    return stats
 
 
 def _sibling(output_dir: str, role: str) -> str:
