@@ -32,6 +32,8 @@ VIDEO_ID_KEY = "video_id"
 VIDEO_LEVEL_PREFIX = "mean_"
 
 DTYPES = ("uint8", "float")
+# How labels are encoded: "single" (one label per video, one-hot) or "multi" (multi-hot).
+LABEL_MODES = ("single", "multi")
 _NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED_NAMES = (ID_KEY, LABELS_KEY, VIDEO_ID_KEY)
 

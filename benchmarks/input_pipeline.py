@@ -24,8 +24,8 @@ from absl import flags
 
 from ac_keras import schema
 from ac_keras.data import make_dataset
+from ac_keras.data.writer import ShardedWriter
 from tfrecords import run_command
-from tfrecords.writer import ShardedWriter
 
 FEATURES = "rgb:1024,audio:128"
 MAX_FRAMES = 300

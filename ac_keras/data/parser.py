@@ -19,7 +19,6 @@ import tensorflow as tf
 from ac_keras import schema
 from ac_keras.data import decoder
 
-LABEL_MODES = ("single", "multi")
 NONFINITE_MODES = ("error", "flag")
 # Offending values / ids listed in an error message.
 _SUMMARIZE = 5
@@ -334,8 +333,8 @@ def _validate_options(specs, num_frames, num_classes, label_mode, missing_fill, 
         isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer) or num_classes < 1
     ):
         raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}.")
-    if label_mode not in LABEL_MODES:
-        raise ValueError(f"label_mode must be one of {LABEL_MODES}, got {label_mode!r}.")
+    if label_mode not in schema.LABEL_MODES:
+        raise ValueError(f"label_mode must be one of {schema.LABEL_MODES}, got {label_mode!r}.")
     if nonfinite not in NONFINITE_MODES:
         raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}.")
     if missing_fill is not None:
@@ -422,8 +421,7 @@ def _rows_with_any(flat_mask, row_splits):
     """bool `(rows,)`: whether any of a row's flat elements is True (a few ops, unlike ragged reduce).
 
     The per-row sums (a cumulative sum over every flat element) run only when some element is True: for
-    float features that is one pass over the values instead of four, about 70% of the training pipeline's
-    CPU time per Kinetics-layout record (docs/benchmarks.md).
+    float features that is one pass over the values instead of four (docs/benchmarks.md).
     """
     num_rows = tf.shape(row_splits, out_type=tf.int64)[0] - 1
     return tf.cond(

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from ac_keras import schema
-from ac_keras.data import make_dataset
+from ac_keras.data import make_dataset, resolve_stats
+from ac_keras.data import stats as data_stats
 from ac_keras.testing import records
-from tfrecords import convert, inspect, stats
+from tfrecords import convert, inspect
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FEATURES = "rgb:6,audio:3:float"
@@ -152,7 +153,7 @@ def test_stats_means_counts_and_histogram_match_numpy(tmp_path):
     )
     del videos[0]["frames"]["audio"]  # a video without audio
     records.write_videos(tmp_path, videos, num_shards=2)
-    result = stats.compute_stats(str(tmp_path / "train-*"), FEATURES, batch_size=4, num_classes=6)
+    result = data_stats.compute_stats(str(tmp_path / "train-*"), FEATURES, batch_size=4, num_classes=6)
     rgb = np.concatenate([schema.dequantize(v["frames"]["rgb"]) for v in videos]).astype(np.float64)
     audio = np.concatenate([v["frames"]["audio"] for v in videos[1:]]).astype(np.float64)
     np.testing.assert_allclose(result["modalities"]["rgb"]["mean"], rgb.mean(axis=0), rtol=1e-6)
@@ -167,8 +168,9 @@ def test_stats_means_counts_and_histogram_match_numpy(tmp_path):
     }
     assert result["modalities"]["rgb"]["num_frames"] == sum(lengths)
     path = tmp_path / "stats.json"
-    stats.write_stats(result, str(path))
+    data_stats.write_stats(result, str(path))
     # The reader consumes the file: the video without audio gets the audio mean.
+    resolved = resolve_stats(str(path), FEATURES, num_classes=6, class_balance=True)
     features, _, weights = next(
         iter(
             make_dataset(
@@ -178,8 +180,8 @@ def test_stats_means_counts_and_histogram_match_numpy(tmp_path):
                 training=False,
                 num_classes=6,
                 label_mode="multi",
-                stats=str(path),
-                class_balance=True,
+                missing_fill=resolved.missing_fill,
+                class_weights=resolved.class_weights,
             )
         )
     )

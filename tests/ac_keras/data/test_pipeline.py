@@ -1,4 +1,4 @@
-"""Tests of `make_dataset`: files -> batches, bad files, skipping, stats options, sharding."""
+"""Tests of `make_dataset`: files -> batches, bad files, skipping, stats-derived options, sharding."""
 
 import json
 import os
@@ -9,10 +9,19 @@ import pytest
 import tensorflow as tf
 
 from ac_keras import schema
-from ac_keras.data import SkipCounter, make_dataset, pipeline
+from ac_keras.data import (
+    ClassWeights,
+    SkipCounter,
+    decode_batch,
+    make_dataset,
+    parse_batch,
+    resolve_stats,
+    shard_for_workers,
+)
+from ac_keras.data import stats as data_stats
+from ac_keras.data.writer import ShardedWriter
 from ac_keras.testing import records
 from tests.ac_keras.data.test_schema import numpy_dequantize
-from tfrecords.writer import ShardedWriter
 
 FEATURES = "rgb:8,audio:4:float"
 
@@ -253,7 +262,7 @@ def test_nonfinite_videos_raise_or_are_skipped_and_counted(tmp_path):
 
 def stats_for(num_classes, class_counts, audio_mean):
     return {
-        "format": pipeline.STATS_FORMAT,
+        "format": data_stats.STATS_FORMAT,
         "num_classes": num_classes,
         "class_counts": class_counts,
         "modalities": {
@@ -271,28 +280,21 @@ def test_missing_modality_gets_the_stats_mean_or_zeros(tmp_path):
     audio_mean = [0.25, -1.0, 3.0, 0.5]
     stats_path.write_text(json.dumps(stats_for(5, [1] * 5, audio_mean)))
     options = dict(batch_size=3, training=False, num_classes=5, label_mode="single")
+    resolved = resolve_stats(str(stats_path), FEATURES, num_classes=5)
     with_mean, _ = read_all(
-        make_dataset(str(tmp_path / "train-*"), FEATURES, stats=str(stats_path), **options)
+        make_dataset(str(tmp_path / "train-*"), FEATURES, missing_fill=resolved.missing_fill, **options)
     )
     np.testing.assert_allclose(with_mean["audio"][1], [audio_mean])
-    zeros, _ = read_all(
-        make_dataset(
-            str(tmp_path / "train-*"), FEATURES, stats=str(stats_path), missing_modality="zeros", **options
-        )
-    )
-    np.testing.assert_array_equal(zeros["audio"][1], np.zeros((1, 4)))
     default, _ = read_all(make_dataset(str(tmp_path / "train-*"), FEATURES, **options))
     np.testing.assert_array_equal(default["audio"][1], np.zeros((1, 4)))
-    with pytest.raises(ValueError, match="needs stats"):
-        make_dataset(str(tmp_path / "train-*"), FEATURES, missing_modality="mean", **options)
 
 
-def test_class_balance_weights_are_one_over_the_class_count(tmp_path):
+def test_class_weights_give_one_over_the_class_count(tmp_path):
     videos = records.random_videos(FEATURES, 6, num_classes=3, labels_per_video=1, seed=9)
     multi = records.random_videos(FEATURES, 4, num_classes=3, labels_per_video=2, seed=10, id_prefix="multi")
     records.write_videos(tmp_path, videos + multi)
     counts = [10, 2, 5]
-    stats = stats_for(3, counts, [0.0] * 4)
+    resolved = resolve_stats(stats_for(3, counts, [0.0] * 4), FEATURES, num_classes=3, class_balance=True)
     dataset = make_dataset(
         str(tmp_path / "train-*"),
         FEATURES,
@@ -300,8 +302,7 @@ def test_class_balance_weights_are_one_over_the_class_count(tmp_path):
         training=False,
         num_classes=3,
         label_mode="multi",
-        stats=stats,
-        class_balance=True,
+        class_weights=resolved.class_weights,
     )
     features, rest = read_all(dataset)
     labels = np.concatenate([batch[0] for batch in rest])
@@ -313,43 +314,68 @@ def test_class_balance_weights_are_one_over_the_class_count(tmp_path):
     assert labels.shape == (10, 3)
 
 
-@pytest.mark.parametrize("num_files", [4, 1])
-def test_input_context_shards_files_or_records(tmp_path, num_files):
-    videos = records.random_videos(FEATURES, 12, num_classes=5, seed=12)
-    records.write_videos(tmp_path, videos, num_shards=num_files)
-    seen = []
-    for pipeline_id in range(2):
-        context = tf.distribute.InputContext(
-            num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2
-        )
-        dataset = make_dataset(
-            str(tmp_path / "train-*"),
-            FEATURES,
-            batch_size=4,
-            training=False,
-            num_classes=5,
-            label_mode="single",
-            input_context=context,
-        )
-        features, rest = read_all(dataset)
-        assert max(len(batch[0]) for batch in rest) == 2  # the per-replica batch size
-        seen.append(set(ids_of(features)))
-    assert not seen[0] & seen[1]
-    assert seen[0] | seen[1] == {video["video_id"] for video in videos}
+def test_stages_compose_to_decoding_and_parsing_the_batch_by_hand(tmp_path):
+    videos = records.random_videos(FEATURES, 5, num_classes=5, min_frames=1, max_frames=9, seed=13)
+    del videos[3]["frames"]["audio"]
+    path = records.write_videos(tmp_path, videos)[0]
+    fill = {"audio": np.array([0.5, -0.5, 1.0, 2.0], np.float32)}
+    class_weights = np.array([1.0, 0.5, 0.25, 0.2, 0.1], np.float32)
+    dataset = make_dataset(
+        path,
+        FEATURES,
+        batch_size=5,
+        training=False,
+        num_frames=3,
+        num_classes=5,
+        label_mode="single",
+        missing_fill=fill,
+        class_weights=ClassWeights(weights=class_weights, empty_weight=0.1),
+    )
+    [(features, labels, weights)] = list(dataset)
+    serialized = tf.constant([record.numpy() for record in tf.data.TFRecordDataset(path)])
+    decoded = decode_batch(serialized, FEATURES)
+    by_hand = parse_batch(
+        serialized,
+        FEATURES,
+        training=False,
+        num_frames=3,
+        num_classes=5,
+        label_mode="single",
+        missing_fill=fill,
+    )
+    np.testing.assert_array_equal(features[schema.VIDEO_ID_KEY].numpy(), decoded.video_ids.numpy())
+    for name in ("rgb", "audio"):
+        np.testing.assert_array_equal(features[name].row_splits, by_hand.features[name].row_splits)
+        np.testing.assert_array_equal(features[name].flat_values, by_hand.features[name].flat_values)
+    np.testing.assert_array_equal(labels.numpy(), by_hand.labels.numpy())
+    np.testing.assert_array_equal(weights.numpy(), class_weights[decoded.label_ids.flat_values.numpy()])
+
+
+def test_shard_for_workers_sets_element_sharding_only_for_several_workers(dataset_dir):
+    directory, _ = dataset_dir
+    dataset = make_dataset(str(directory / "train-*"), FEATURES, batch_size=4, training=False)
+    assert shard_for_workers(dataset, 1) is dataset
+    sharded = shard_for_workers(dataset, 2)
+    policy = sharded.options().experimental_distribute.auto_shard_policy
+    assert policy == tf.data.experimental.AutoShardPolicy.DATA
+    assert ids_of(read_all(sharded)[0]) == ids_of(read_all(dataset)[0])
 
 
 def test_bad_arguments_name_the_argument(dataset_dir):
     directory, _ = dataset_dir
     pattern = str(directory / "train-*")
     base = dict(batch_size=2, training=False, num_classes=5, label_mode="multi")
+    weights = ClassWeights(weights=np.ones(5, np.float32), empty_weight=1.0)
     for override, name in (
         ({"batch_size": 0}, "batch_size"),
+        ({"shuffle_buffer": 0}, "shuffle_buffer"),
+        ({"num_frames": 0}, "num_frames"),
         ({"label_mode": "multiple"}, "label_mode"),
-        ({"missing_modality": "median"}, "missing_modality"),
         ({"record_type": "clips"}, "record_type"),
-        ({"class_balance": True}, "class_balance"),
+        ({"num_parallel_reads": 0}, "num_parallel_reads"),
+        ({"num_classes": None, "class_weights": weights}, "class_weights needs num_classes"),
+        ({"num_classes": 4, "class_weights": weights}, r"class_weights.weights must have shape \(4,\)"),
+        ({"missing_fill": {"audio": np.zeros(3)}}, r"missing_fill\['audio'\]"),
     ):
         with pytest.raises(ValueError, match=name):
             make_dataset(pattern, FEATURES, **{**base, **override})
-    with pytest.raises(ValueError, match="statistics"):
-        make_dataset(pattern, FEATURES, stats={"format": "other"}, **base)
