@@ -1,7 +1,7 @@
-"""Dataset tooling: TFRecord writers (`writer`), converters (`convert`), statistics (`stats`), `inspect`.
+"""Dataset tooling: converters (`convert`), statistics (`stats`), `inspect`, the Flash-MNIST generator.
 
 Each tool is a `python -m tfrecords.<tool>` command with `--help`. The tools import `ac_keras` (its
-schema and reader); `ac_keras` never imports `tfrecords`.
+schema, reader, `ac_keras.data.writer` and `ac_keras.datasets`); `ac_keras` never imports `tfrecords`.
 """
 
 from collections.abc import Callable

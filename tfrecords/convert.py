@@ -25,8 +25,8 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from ac_keras import schema
+from ac_keras.data.writer import ShardedWriter, make_sequence_example, shard_path
 from tfrecords import run_command
-from tfrecords.writer import ShardedWriter, make_sequence_example, shard_path
 
 # Videos between two progress reports of a worker process.
 _PROGRESS_EVERY = 20

@@ -1,7 +1,7 @@
 """Fake YouTube-8M-style TFRecords for tests.
 
 Records are built directly with `tf.train.SequenceExample` / `tf.train.Example`, the way the YouTube-8M
-starter code writes them, not through `tfrecords.writer`, so that tests of the reader check it against the
+starter code writes them, not through `ac_keras.data.writer`, so that tests of the reader check it against the
 layout itself. The builders take the stored values as they are (uint8 arrays become byte strings, float
 arrays become FloatLists) and check nothing, so tests can also write deliberately broken records.
 """

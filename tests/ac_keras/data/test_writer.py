@@ -1,4 +1,4 @@
-"""Tests of the TFRecord writer API (`tfrecords.writer`)."""
+"""Tests of the TFRecord writer API (`ac_keras.data.writer`)."""
 
 import os
 
@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from ac_keras import schema
-from tfrecords.writer import ShardedWriter, make_sequence_example
+from ac_keras.data.writer import ShardedWriter, make_sequence_example
 
 FEATURES = "rgb:4,flow:3:float"
 
