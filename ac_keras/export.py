@@ -25,10 +25,9 @@ import tensorflow as tf
 
 from ac_keras import data as ac_data
 from ac_keras import schema
+from ac_keras.artifacts import FEATURES_SIGNATURE, NUM_FRAMES_SUFFIX
 
 SERVING_SIGNATURE = "serving_default"
-FEATURES_SIGNATURE = "predict_features"
-NUM_FRAMES_SUFFIX = "_num_frames"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
@@ -48,26 +47,19 @@ def _top_k(probabilities, top_k):
     return scores, tf.cast(classes, tf.int64)
 
 
-def missing_fill_from_config(config):
-    """The fill vectors of a missing modality: the training means of `--stats` when asked for, else None."""
-    wants_mean = config.missing_modality == "mean" or (config.missing_modality == "auto" and config.stats)
-    if not wants_mean:
-        return None
-    return ac_data.modality_means(ac_data.load_stats(config.stats), config.feature_specs)
-
-
-def build_archive(model, config, missing_fill=None):
+def build_archive(model, task):
     """An `ExportArchive` with the `serving_default` and `predict_features` endpoints of `model`.
 
     Args:
         model: the trained classifier from `ac_keras.model.build_model` (ragged inputs, probabilities out).
-        config: the run's `ac_keras.config.Config` (features, eval_frames, top_k, label settings).
-        missing_fill: optional dict modality -> mean vector used for a modality a record lacks; defaults to
-            the means of `config.stats` when `missing_modality` asks for them, else zeros.
+        task: the run's `ac_keras.task.Task`: features, eval_frames and top_k of its config, and the fill of
+            a modality a record lacks (the training means when the config asks for them, else zeros).
     """
-    specs = config.feature_specs
-    eval_frames = config.eval_frames or None
-    fill = missing_fill if missing_fill is not None else missing_fill_from_config(config)
+    config = task.config
+    specs = config.data.feature_specs
+    eval_frames = config.data.eval_frames or None
+    top_k = config.runtime.top_k
+    fill = task.stats.missing_fill
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -78,7 +70,7 @@ def build_archive(model, config, missing_fill=None):
         )
         model_inputs = {spec.name: features[spec.name] for spec in specs}
         probabilities = tf.cast(model(model_inputs, training=False), tf.float32)
-        scores, classes = _top_k(probabilities, config.top_k)
+        scores, classes = _top_k(probabilities, top_k)
         return {"video_id": features[schema.VIDEO_ID_KEY], "classes": classes, "scores": scores}
 
     archive.add_endpoint(
@@ -119,15 +111,14 @@ def write_warmup_requests(path, serialized_examples, signature_name=SERVING_SIGN
         writer.write(log.SerializeToString())
 
 
-def export_saved_model(model, config, export_dir, warmup_examples=(), missing_fill=None):
+def export_saved_model(model, task, export_dir, warmup_examples=()):
     """Exports `model` as a new version under `export_dir`; returns the version's path.
 
     Args:
         model: the trained classifier.
-        config: the run's `Config`.
+        task: the run's `ac_keras.task.Task` (see `build_archive`).
         export_dir: base directory; the model goes to `<export_dir>/<next version>/`.
         warmup_examples: serialized `SequenceExample`s for the TF Serving warm-up file (none: no file).
-        missing_fill: see `build_archive`.
     """
     tf.io.gfile.makedirs(export_dir)
     version = next_version(export_dir)
@@ -135,7 +126,7 @@ def export_saved_model(model, config, export_dir, warmup_examples=(), missing_fi
     temporary = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")
     if tf.io.gfile.exists(temporary):
         tf.io.gfile.rmtree(temporary)
-    build_archive(model, config, missing_fill).write_out(temporary, verbose=False)
+    build_archive(model, task).write_out(temporary, verbose=False)
     if warmup_examples:
         write_warmup_requests(os.path.join(temporary, WARMUP_FILE), warmup_examples)
     if tf.io.gfile.exists(final):  # Another exporter took this version meanwhile: never overwrite it.
@@ -158,19 +149,21 @@ def main(argv):
     """`python -m ac_keras.export --flagfile=F --model_dir=D --export_dir=E`: exports the best model of D."""
     from absl import app
 
-    from ac_keras import cli, training
+    from ac_keras import artifacts, cli
+    from ac_keras.task import Task
 
     config = cli.config_from_argv(argv, need_train_data=False)
-    if not config.model_dir or not config.export_dir:
+    runtime = config.runtime
+    if not runtime.model_dir or not runtime.export_dir:
         raise app.UsageError("--model_dir and --export_dir: both are required.")
-    model = training.load_best_model(config.model_dir)
-    warmup = first_records(config.eval_data or config.train_data)
-    path = export_saved_model(model, config, config.export_dir, warmup_examples=warmup)
+    model = artifacts.load_best_model(runtime.model_dir)
+    warmup = first_records(config.data.eval_data or config.data.train_data)
+    path = export_saved_model(model, Task(config), runtime.export_dir, warmup_examples=warmup)
     print(f"Exported SavedModel to {path}", flush=True)
 
 
 if __name__ == "__main__":
     from ac_keras import cli
-    from ac_keras import config as _config  # noqa: F401  (defines the flags)
+    from ac_keras import flags as _flags  # noqa: F401  (defines the flags)
 
     cli.run(main)

@@ -1,32 +1,25 @@
-"""The training step's classifier head: dropout and the final dense layer, fused for speed on CPU.
+"""The training step's classifier head: dropout and the final dense layer as one fused operation.
 
-Every model of `ac_keras.model.build_model` ends in `Dropout(name="dropout")` -> `Dense(name="classifier")` on
-the concatenated features (151,552 wide for the Kinetics configuration, so the classifier holds 60M of its
-61M parameters). In a Keras training step on a 2-core CPU (docs/benchmarks.md):
-- `keras.layers.Dropout` draws one Philox uniform per element and then selects and scales in separate ops
-  (34 ms of a 244 ms Kinetics step at batch 64);
-- the input gradient TensorFlow builds for `MatMul` multiplies with `transpose_b=True`, which oneDNN runs at
-  half the speed of the forward product for these shapes (173 ms against 86 ms at batch 256).
-
-`dropout_dense` computes the same function, `dense(dropout(x))`, with:
+`dropout_dense(x, kernel, bias, key, rate)` computes `dense(dropout(x))`, the function of a `build_model`
+model's `Dropout` -> `Dense` head, with:
 - a dropout mask from a counter-based hash (the murmur3 32-bit finalizer applied to each element's row and
   column, keyed by a per-step Philox seed), drawn, selected and scaled in one XLA kernel, and recomputed in
   the backward pass instead of stored;
-- a hand-written gradient: `dx = einsum("bc,dc->bd", dy, kernel)` (91 ms at batch 256; the einsum kernel
-  handles the transposed operand well) and `dkernel = matmul(x, dy, transpose_a=True)` as before.
+- a hand-written gradient: `dx = einsum("bc,dc->bd", dy, kernel)` and `dkernel = matmul(x, dy,
+  transpose_a=True)` (why, with the measured figures: docs/benchmarks.md, "Training head").
 
 Each element is kept with probability `1 - rate` (to within 2**-32) and scaled by `1 / (1 - rate)`, as Keras
 does; masks differ between steps and between replicas and are reproducible from the run's seed, the step
-and the replica. Only the training step uses it: the model itself (evaluation, export, serving) keeps its
-Keras layers, so saved models are unchanged. `head_unsupported(model)` names what the fast path does not
-cover (other precisions than float32, a different head); the training step then calls the Keras layers.
+and the replica. Only the training step uses it (`TrainingConfig.fused_head`): the model itself (evaluation,
+export, serving) keeps its Keras layers, so saved models are unchanged. `head_unsupported(model)` names what
+the fused path does not cover (other precisions than float32, a different head); the training step then
+calls the Keras layers. The head's layers come from `ac_keras.model.model_parts`.
 """
 
 import keras
 import tensorflow as tf
 
-DROPOUT_LAYER = "dropout"
-CLASSIFIER_LAYER = "classifier"
+from ac_keras.model import model_parts
 
 _ROW_MULTIPLIER = 0x9E3779B9  # 2**32 / golden ratio
 _COLUMN_MULTIPLIER = 0x632BE5AB
@@ -116,10 +109,10 @@ def dropout_dense(inputs, kernel, bias, key, rate):
 def head_unsupported(model):  # noqa: PLR0911 (one return per unsupported feature)
     """Why `TrainingHead` cannot run `model`'s head, or None when it can."""
     try:
-        dropout = model.get_layer(DROPOUT_LAYER)
-        classifier = model.get_layer(CLASSIFIER_LAYER)
+        parts = model_parts(model)
     except ValueError:
-        return f"no {DROPOUT_LAYER!r} and {CLASSIFIER_LAYER!r} layers"
+        return "a model not built by ac_keras.model.build_model"
+    dropout, classifier = parts.dropout, parts.classifier
     if not isinstance(dropout, keras.layers.Dropout) or type(classifier) is not keras.layers.Dense:
         return "a head other than Dropout -> Dense"
     if classifier.activation is not keras.activations.linear:
@@ -149,10 +142,10 @@ class TrainingHead:
         reason = head_unsupported(model)
         if reason is not None:
             raise ValueError(f"TrainingHead does not support {reason}; use the Keras layers.")
-        dropout = model.get_layer(DROPOUT_LAYER)
-        self.trunk = keras.Model(model.inputs, dropout.input)
-        self.classifier = model.get_layer(CLASSIFIER_LAYER)
-        self.rate = float(dropout.rate)
+        parts = model_parts(model)
+        self.trunk = parts.trunk_model(model)
+        self.classifier = parts.classifier
+        self.rate = float(parts.dropout.rate)
         self.seed = int(seed)
 
     def __call__(self, features, step, replica=0):

@@ -2,8 +2,12 @@
 
 Each modality's frames go through an aggregator, by default an attention cluster; the paper's comparison
 aggregators (Table 4, appendix B) can take its place, and everything after them is the same.
+
+`model_parts(model)` is the documented way for other code (the fused training head, the attention maps) to
+reach a built model's dropout, classifier and attention clusters; only this module knows their layer names.
 """
 
+import dataclasses
 from collections.abc import Mapping
 
 import keras
@@ -19,14 +23,17 @@ from ac_keras.layers import (
     TemporalInceptionAggregator,
     TSLSTMAggregator,
 )
+from ac_keras.schema import LABEL_MODES
 
-LABEL_MODES = ("single", "multi")
 INPUT_FORMATS = ("ragged", "dense")
 PREDICTIONS_KEY = "predictions"
 MASK_SUFFIX = "_mask"
 # Appendix B: bidirectional LSTMs with 1024 hidden units for RGB and 512 for flow and audio.
 PAPER_LSTM_UNITS = {"rgb": 1024, "flow": 512, "audio": 512}
 DEFAULT_LSTM_UNITS = 512
+DROPOUT_LAYER = "dropout"
+CLASSIFIER_LAYER = "classifier"
+_CLUSTER_SUFFIX = "_cluster"
 
 
 def attention_key(modality):
@@ -112,6 +119,7 @@ def build_model(
     inception_filters=256,
     inception_kernel_sizes=(5, 7),
     feature_means=None,
+    fused_shift=True,
     name="attention_clusters",
 ):
     """Builds the multimodal attention-cluster classifier of Fig. 2, or a Table 4 comparison model.
@@ -160,6 +168,8 @@ def build_model(
         feature_means: optional mapping modality -> mean frame (length dim), e.g. the training-set means
             of `python -m tfrecords.stats`: each listed modality's frames are centered (`FeatureCentering`
             layer `<modality>_centering`) before its aggregator. Defaults to None (no centering).
+        fused_shift: bool, whether the clusters' shifting operation runs as one XLA kernel in training (the
+            same function; `AttentionCluster(fused_shift)`). Defaults to True.
         name: model name. Defaults to `"attention_clusters"`.
 
     Returns:
@@ -227,7 +237,8 @@ def build_model(
                 alpha_initializer=alpha_initializer,
                 beta_initializer=beta_initializer,
                 kernel_regularizer=kernel_regularizer,
-                name=f"{modality}_cluster",
+                fused_shift=fused_shift,
+                name=modality + _CLUSTER_SUFFIX,
             )
         else:
             layer = _aggregator_layer(
@@ -262,9 +273,55 @@ def build_model(
         encoded.append(output)
 
     merged = encoded[0] if len(encoded) == 1 else keras.layers.Concatenate(name="concat")(encoded)
-    merged = keras.layers.Dropout(dropout, name="dropout")(merged)
-    logits = keras.layers.Dense(num_classes, name="classifier")(merged)
+    merged = keras.layers.Dropout(dropout, name=DROPOUT_LAYER)(merged)
+    logits = keras.layers.Dense(num_classes, name=CLASSIFIER_LAYER)(merged)
     activation = "softmax" if label_mode == "single" else "sigmoid"
     predictions = keras.layers.Activation(activation, dtype="float32", name=PREDICTIONS_KEY)(logits)
     outputs = {PREDICTIONS_KEY: predictions, **attention} if return_attention else predictions
     return keras.Model(inputs=inputs, outputs=outputs, name=name)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParts:
+    """The parts of a `build_model` model that training and visualization use.
+
+    Attributes:
+        dropout: the `keras.layers.Dropout` before the classifier.
+        classifier: the final `keras.layers.Dense` (logits, before the softmax or sigmoid).
+        clusters: modality -> its `AttentionCluster` layer (empty for the other aggregators); each returns
+            `(output, weights)`.
+    """
+
+    dropout: keras.layers.Layer
+    classifier: keras.layers.Layer
+    clusters: dict
+
+    def logits_model(self, model):
+        """A model sharing `model`'s weights that returns the classifier's logits."""
+        return keras.Model(model.inputs, self.classifier.output)
+
+    def trunk_model(self, model):
+        """A model sharing `model`'s weights that returns the classifier's input, before dropout."""
+        return keras.Model(model.inputs, self.dropout.input)
+
+
+def model_parts(model):
+    """The `ModelParts` of a model from `build_model` (also after `.keras` save and load).
+
+    Raises:
+        ValueError: `model` was not built by `build_model` (no dropout and classifier layers).
+    """
+    try:
+        dropout = model.get_layer(DROPOUT_LAYER)
+        classifier = model.get_layer(CLASSIFIER_LAYER)
+    except ValueError:
+        raise ValueError(
+            f"Model {model.name!r} was not built by ac_keras.model.build_model: it has no "
+            f"{DROPOUT_LAYER!r} and {CLASSIFIER_LAYER!r} layers."
+        ) from None
+    clusters = {
+        layer.name[: -len(_CLUSTER_SUFFIX)]: layer
+        for layer in model.layers
+        if isinstance(layer, AttentionCluster) and layer.name.endswith(_CLUSTER_SUFFIX)
+    }
+    return ModelParts(dropout=dropout, classifier=classifier, clusters=clusters)

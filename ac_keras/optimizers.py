@@ -1,10 +1,10 @@
 """Fused optimizer updates: RMSProp and Adam with global-norm clipping in one pass over each variable.
 
-The classifier of a Kinetics model holds 60M of its 61M parameters. Keras 3's `apply` runs the clipping and
-the RMSProp/Adam formulas as separate TensorFlow ops, each reading and writing a full 240 MB tensor, and on a
-CPU that took more than half of a training step (docs/benchmarks.md). `FusedUpdate` computes the same formulas
-with the optimizer's own state, but compiles each variable's update (clip scale, slot updates, variable
-update) into one XLA kernel that reads the gradient, variable and slots once and writes them once.
+Keras 3's `apply` runs the clipping and the RMSProp/Adam formulas as separate TensorFlow ops, each reading
+and writing a whole variable-sized tensor (why that matters for this model's large classifier, measured:
+docs/benchmarks.md). `FusedUpdate` computes the same formulas with the optimizer's own state, but compiles
+each variable's update (clip scale, slot updates, variable update) into one XLA kernel that reads the
+gradient, variable and slots once and writes them once.
 
 The Keras optimizer stays the owner of every state variable (slots, `iterations`, learning rate), so
 checkpoints, `optimizer.variables` and resuming are unchanged, and a run may switch between the fused and the
@@ -15,6 +15,9 @@ global norm is taken of the summed gradients, and each variable is updated on it
 `strategy.extended.update`, so Mirrored and MultiWorkerMirrored runs clip by the same norm as a single-device
 run. (Keras 3's `apply` clips each replica's partial gradients by their own norm before summing them.)
 
+The slots are read through Keras 3's optimizer internals (`_velocities`, `_momentums`,
+`_get_variable_index`); `fused_update_unsupported` checks that they exist and fit the variables, so another
+Keras version that changes them falls back to `apply` with a logged reason instead of failing.
 `fused_update_unsupported(optimizer)` names what the fused path cannot do; the training loop then uses the
 Keras optimizer's `apply`: `LossScaleOptimizer` (mixed_float16), weight decay, EMA, gradient accumulation,
 `clipnorm`/`clipvalue`, variable constraints, RMSProp `centered=True`, Adam `amsgrad=True`, and any other
@@ -56,6 +59,33 @@ def fused_update_unsupported(optimizer, variables=()):  # noqa: PLR0911 (one ret
     for variable in variables:
         if getattr(variable, "constraint", None) is not None:
             return f"a constraint on variable {variable.name}"
+    return _missing_internals(optimizer, variables)
+
+
+def _slot_names(optimizer):
+    """The private slot lists `FusedUpdate` reads, in the order its kernel takes them (None: unused)."""
+    if type(optimizer) is keras.optimizers.RMSprop:
+        return ["_velocities", "_momentums" if optimizer.momentum > 0 else None]
+    return ["_momentums", "_velocities"]
+
+
+def _missing_internals(optimizer, variables):
+    """Why the Keras internals `FusedUpdate` reads are absent or do not fit `variables`, or None."""
+    if not callable(getattr(optimizer, "_get_variable_index", None)):
+        return f"this Keras version's {type(optimizer).__name__} (no _get_variable_index)"
+    if not variables:
+        return None  # the slots exist once the optimizer is built; FusedUpdate checks them with the variables
+    for name in filter(None, _slot_names(optimizer)):
+        if not isinstance(getattr(optimizer, name, None), list):
+            return f"this Keras version's {type(optimizer).__name__} (no slot list {name})"
+    for variable in variables:
+        try:
+            index = optimizer._get_variable_index(variable)
+        except (KeyError, ValueError, AttributeError):
+            return f"variable {variable.name}, which the optimizer was not built with"
+        for name in filter(None, _slot_names(optimizer)):
+            if index >= len(getattr(optimizer, name)):
+                return f"an optimizer not built for variable {variable.name}"
     return None
 
 
@@ -123,12 +153,11 @@ class FusedUpdate:
             raise ValueError(f"FusedUpdate does not support {reason}; use optimizer.apply().")
         self.optimizer = optimizer
         self.variables = list(variables)
+        slots = [None if name is None else getattr(optimizer, name) for name in _slot_names(optimizer)]
         if type(optimizer) is keras.optimizers.RMSprop:
-            slots = [optimizer._velocities, optimizer._momentums if optimizer.momentum > 0 else None]
             kernel = _rmsprop_update
             hyper = {"rho": optimizer.rho, "epsilon": optimizer.epsilon, "momentum_rate": optimizer.momentum}
         else:
-            slots = [optimizer._momentums, optimizer._velocities]
             kernel = _adam_update
             hyper = {"beta_1": optimizer.beta_1, "beta_2": optimizer.beta_2, "epsilon": optimizer.epsilon}
         # Per variable, its slot variables in the order the kernel takes them (None: slot not used).

@@ -7,11 +7,9 @@ with `--top_k` space-separated `class score` pairs, best first.
 import tensorflow as tf
 from absl import app, flags
 
-from ac_keras import cli, schema
-from ac_keras import config as _config  # noqa: F401  (defines the shared flags)
-from ac_keras import data as ac_data
-from ac_keras.inference import load_predictor
-from ac_keras.training import dataset_options
+from ac_keras import artifacts, cli, schema
+from ac_keras import flags as ac_flags
+from ac_keras.task import Task
 
 _PREDICT_DATA = flags.DEFINE_string("predict_data", None, "File pattern to predict (default --eval_data).")
 _OUTPUT_CSV = flags.DEFINE_string("output_csv", None, "Where to write the predictions CSV.")
@@ -41,26 +39,17 @@ def predict_to_csv(predictor, dataset, path, top_k, overwrite=False):
 
 def main(argv):
     config = cli.config_from_argv(argv, need_train_data=False)
-    pattern = _PREDICT_DATA.value or config.eval_data
+    overwrite = ac_flags.FLAGS.overwrite
+    pattern = _PREDICT_DATA.value or config.data.eval_data
     if not pattern:
         raise app.UsageError("--predict_data: is required (or --eval_data).")
     if not _OUTPUT_CSV.value:
         raise app.UsageError("--output_csv: is required.")
-    if tf.io.gfile.exists(_OUTPUT_CSV.value) and not flags.FLAGS.overwrite:
+    if tf.io.gfile.exists(_OUTPUT_CSV.value) and not overwrite:
         raise app.UsageError(f"--output_csv: {_OUTPUT_CSV.value} exists; pass --overwrite to replace it.")
-    predictor = load_predictor(config.model_dir, flags.FLAGS.saved_model)
-    options = dataset_options(config)
-    options["num_classes"] = None  # prediction needs no labels
-    dataset = ac_data.make_dataset(
-        pattern,
-        batch_size=config.batch_size,
-        training=False,
-        num_frames=config.eval_frames or None,
-        **options,
-    )
-    rows = predict_to_csv(
-        predictor, dataset, _OUTPUT_CSV.value, config.top_k, overwrite=flags.FLAGS.overwrite
-    )
+    predictor = artifacts.load_predictor(config.runtime.model_dir, ac_flags.FLAGS.saved_model)
+    dataset = Task(config).eval_dataset(pattern, labels=False, keep_ids=True)
+    rows = predict_to_csv(predictor, dataset, _OUTPUT_CSV.value, config.runtime.top_k, overwrite=overwrite)
     print(f"Wrote {rows} predictions to {_OUTPUT_CSV.value}", flush=True)
 
 

@@ -1,44 +1,48 @@
 """Trains an attention-cluster classifier: `python -m ac_keras.train --flagfile=configs/<name>.flags`.
 
-Flags are defined once in `ac_keras.config`; a flagfile sets them and later command-line flags override it.
+Flags are defined once in `ac_keras.flags`; a flagfile sets them and later command-line flags override it.
 Running the same command again after an interruption resumes from the last checkpoint in `--model_dir`.
 """
 
 import tensorflow as tf
 from absl import app, flags
 
-from ac_keras import cli, training
-from ac_keras import config as _config  # noqa: F401  (defines the shared flags)
+from ac_keras import cli
+from ac_keras import flags as ac_flags
 from ac_keras.export import export_saved_model, first_records
+from ac_keras.task import Task
+from ac_keras.trainer import Trainer
 
 
-def maybe_generate_flash_mnist(config):
+def maybe_generate_flash_mnist(config, flag_values=ac_flags.FLAGS):
     """Generates Flash-MNIST on first use when --generate_flash_mnist is set and --train_data is missing.
 
     A dataset generated before the generator wrote `stats.json` gets it now (the configs' --stats), computed
     from --train_data as `python -m tfrecords.stats` does.
     """
-    if not flags.FLAGS.generate_flash_mnist:
+    if not flag_values.generate_flash_mnist:
         return
-    if tf.io.gfile.glob(config.train_data):
-        _add_missing_stats(config)
-        return
-    directory = flags.FLAGS.flash_mnist_dir
-    if not config.train_data.startswith(directory.rstrip("/") + "/"):
-        raise app.UsageError(
-            f"--train_data {config.train_data!r} must lie in --flash_mnist_dir {directory!r} to be generated."
-        )
-    # The dataset tools sit above the library; only this entry point reaches for them.
-    from tfrecords import flash_mnist
+    from ac_keras.datasets import flash_mnist
 
+    data = config.data
+    directory = flag_values.flash_mnist_dir.rstrip("/") + "/"
+    if tf.io.gfile.glob(data.train_data):
+        if data.stats and not tf.io.gfile.exists(data.stats) and data.stats.startswith(directory):
+            print(f"Writing the training statistics {data.stats} (--stats) of the existing Flash-MNIST data.")
+            flash_mnist.write_training_stats(data.train_data, data.stats)
+        return
+    if not data.train_data.startswith(directory):
+        raise app.UsageError(
+            f"--train_data {data.train_data!r} must lie in --flash_mnist_dir {directory!r} to be generated."
+        )
     print(f"No file matches --train_data; generating Flash-MNIST into {directory} (first use).", flush=True)
     info = flash_mnist.generate_dataset(
-        directory,
-        seed=config.seed,
-        videos_per_class_train=flags.FLAGS.flash_mnist_videos_per_class_train,
-        videos_per_class_test=flags.FLAGS.flash_mnist_videos_per_class_test,
-        mnist_dir=flags.FLAGS.mnist_dir,
-        cnn_epochs=flags.FLAGS.flash_mnist_cnn_epochs,
+        flag_values.flash_mnist_dir,
+        seed=config.training.seed,
+        videos_per_class_train=flag_values.flash_mnist_videos_per_class_train,
+        videos_per_class_test=flag_values.flash_mnist_videos_per_class_test,
+        mnist_dir=flag_values.mnist_dir,
+        cnn_epochs=flag_values.flash_mnist_cnn_epochs,
         overwrite=False,
     )
     print(
@@ -49,33 +53,21 @@ def maybe_generate_flash_mnist(config):
     )
 
 
-def _add_missing_stats(config):
-    directory = flags.FLAGS.flash_mnist_dir.rstrip("/") + "/"
-    if not config.stats or tf.io.gfile.exists(config.stats) or not config.stats.startswith(directory):
-        return
-    from tfrecords import flash_mnist
-
-    print(
-        f"Writing the training statistics {config.stats} (--stats) of the existing Flash-MNIST data.",
-        flush=True,
-    )
-    flash_mnist.write_training_stats(config.train_data, config.stats)
-
-
 def run(config):
     """Trains `config`, then exports the best (or final) model when `--export_dir` is set."""
-    trainer = training.Trainer(config)
+    task = Task(config)
+    trainer = Trainer(task)
     results = trainer.train()
     if results:
         summary = ", ".join(f"{name} {value:.4f}" for name, value in sorted(results.items()))
         print(f"Final evaluation: {summary}", flush=True)
-    if config.export and config.export_dir and trainer.is_chief:
-        model = training.best_or_final_model(trainer)
+    runtime = config.runtime
+    if runtime.export and runtime.export_dir and trainer.is_chief:
         path = export_saved_model(
-            model,
-            config,
-            config.export_dir,
-            warmup_examples=first_records(config.eval_data or config.train_data),
+            trainer.best_or_final_model(),
+            task,
+            runtime.export_dir,
+            warmup_examples=first_records(config.data.eval_data or config.data.train_data),
         )
         print(f"Exported SavedModel to {path}", flush=True)
     return results

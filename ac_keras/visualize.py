@@ -13,10 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from ac_keras import cli, schema  # noqa: E402
-from ac_keras import config as _config  # noqa: E402, F401  (defines the shared flags)
-from ac_keras import data as ac_data  # noqa: E402
-from ac_keras.training import dataset_options, load_best_model  # noqa: E402
+from ac_keras import artifacts, cli, schema  # noqa: E402
+from ac_keras import flags as _flags  # noqa: E402, F401  (defines the shared flags)
+from ac_keras.model import model_parts  # noqa: E402
+from ac_keras.task import Task  # noqa: E402
 
 _DATA = flags.DEFINE_string("data", None, "TFRecord file pattern whose first videos are drawn.")
 _OUTPUT = flags.DEFINE_string("output", "attention.png", "PNG file to write.")
@@ -28,10 +28,10 @@ def attention_model(model):
 
     The classifier's attention clusters already compute their weights, so this only exposes them.
     """
-    clusters = [layer for layer in model.layers if layer.name.endswith("_cluster")]
+    clusters = model_parts(model).clusters
     if not clusters:
         raise ValueError("The model has no attention cluster (was it trained with another aggregator?).")
-    weights = {layer.name[: -len("_cluster")]: layer.output[1] for layer in clusters}
+    weights = {modality: layer.output[1] for modality, layer in clusters.items()}
     return keras.Model(model.inputs, [model.output, weights])
 
 
@@ -71,13 +71,11 @@ def plot_attention(path, video_ids, labels, probabilities, weights, frame_counts
 
 def main(argv):
     config = cli.config_from_argv(argv, need_train_data=False)
-    pattern = _DATA.value or config.eval_data
+    pattern = _DATA.value or config.data.eval_data
     if not pattern:
         raise app.UsageError("--data: is required (or --eval_data).")
-    model = load_best_model(config.model_dir)
-    dataset = ac_data.make_dataset(
-        pattern, batch_size=_NUM_VIDEOS.value, training=False, num_frames=None, **dataset_options(config)
-    )
+    model = artifacts.load_best_model(config.runtime.model_dir)
+    dataset = Task(config).eval_dataset(pattern, keep_ids=True, batch_size=_NUM_VIDEOS.value, num_frames=0)
     features, labels = next(iter(dataset))[:2]
     probabilities, weights = attention_maps(model, features)
     video_ids = [value.decode("utf-8", "replace") for value in features[schema.VIDEO_ID_KEY].numpy()]

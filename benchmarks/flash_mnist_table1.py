@@ -5,14 +5,15 @@ Usage (from the repository root):
       --shift_modes=shift,noshift --epochs=20 --output_dir=docs/flash_mnist
 
 `--epochs`, `--batch_size`, `--seed` and `--center_features` (on by default here, as in the Flash-MNIST
-configs) are the training flags of `ac_keras.config` (pass `--epochs`: its default is the training
+configs) are the training flags of `ac_keras.flags` (pass `--epochs`: its default is the training
 default, 10).
 
 Every cell of the grid N x weighting x {shift, no shift} trains a fresh classifier through
-`ac_keras.training.Trainer` (the loop `python -m ac_keras.train` runs) on one generated Flash-MNIST dataset
-(`--data_dir`, generated on first use like the train command does) and records the test top-1 after every
-epoch. The `average` weighting is the paper's Average column (run without shift: its N units are identical).
-Finished cells are kept in `<output_dir>/results.json`, so an interrupted grid resumes where it stopped.
+`ac_keras.trainer.Trainer` of an `ac_keras.task.Task` (the loop `python -m ac_keras.train` runs) on one
+generated Flash-MNIST dataset (`--data_dir`, generated on first use like the train command does) and records
+the test top-1 after every epoch. The `average` weighting is the paper's Average column (run without shift:
+its N units are identical). Finished cells are kept in `<output_dir>/results.json`, so an interrupted grid
+resumes where it stopped.
 
 With `--aggregators=attention_cluster,average,flatten,bilstm,ts_lstm,temporal_inception` it trains one model
 per aggregator instead (docs/aggregators.md; attention_cluster is the embedded default's N = 32, fc1, shift
@@ -45,9 +46,12 @@ from absl import app, flags  # noqa: E402
 
 from ac_keras import config as ac_config  # noqa: E402
 from ac_keras import data as ac_data  # noqa: E402
-from ac_keras import schema, training  # noqa: E402
+from ac_keras import flags as _flags  # noqa: E402, F401  (defines the training flags)
+from ac_keras import schema  # noqa: E402
+from ac_keras.datasets import flash_mnist  # noqa: E402
+from ac_keras.task import Task  # noqa: E402
+from ac_keras.trainer import Trainer  # noqa: E402
 from ac_keras.visualize import attention_maps  # noqa: E402
-from tfrecords import flash_mnist  # noqa: E402
 
 # Paper Table 1 (test accuracy %, FC2 hidden size 10): N -> column -> value.
 PAPER_TABLE1 = {
@@ -74,7 +78,7 @@ _VIDEOS_TEST = flags.DEFINE_integer("videos_per_class_test", 10, "Test videos pe
 _SIZES = flags.DEFINE_list("sizes", ["1", "2", "4", "8", "16", "32", "64", "128"], "N values.")
 _WEIGHTINGS = flags.DEFINE_list("weightings", ["average", "fc1", "fc2"], "Weighting functions.")
 _SHIFT_MODES = flags.DEFINE_list("shift_modes", ["shift", "noshift"], "shift and/or noshift.")
-# The training flag `--center_features` (ac_keras.config), on by default here as in configs/flash_mnist.flags;
+# The training flag `--center_features` (ac_keras.flags), on by default here as in configs/flash_mnist.flags;
 # `--nocenter_features` trains on the raw ReLU features (docs/flash_mnist.md compares both).
 flags.FLAGS.set_default("center_features", True)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "docs/flash_mnist", "Where the table and figures go.")
@@ -98,34 +102,32 @@ def aggregator_key(aggregator):
 
 
 def cell_config(data_dir, model_dir, size, weighting, shift, aggregator="attention_cluster"):
-    return ac_config.validate(
-        ac_config.Config(
-            train_data=os.path.join(data_dir, "train-*.tfrecord"),
-            eval_data=os.path.join(data_dir, "test-*.tfrecord"),
-            features=flash_mnist.FEATURE_SPEC,
-            num_classes=flash_mnist.NUM_CLASSES,
-            cluster_sizes=((flash_mnist.FEATURE_NAME, size),),
-            weighting=weighting,
-            shift=shift,
-            dropout=0.5,
-            optimizer="adam",
-            learning_rate=0.001,
-            clip_norm=0.0,
-            batch_size=flags.FLAGS.batch_size,
-            epochs=flags.FLAGS.epochs,
-            train_frames=0,
-            eval_frames=0,
-            model_dir=model_dir,
-            checkpoint_every=10**9,
-            keep_checkpoints=1,
-            seed=flags.FLAGS.seed,
-            export=False,
-            aggregator=aggregator,
-            stats=os.path.join(data_dir, flash_mnist.STATS_FILE) if flags.FLAGS.center_features else None,
-            center_features=flags.FLAGS.center_features,
-            # Every Flash-MNIST video has exactly NUM_FRAMES frames: flatten concatenates all of them.
-            flatten_frames=flash_mnist.NUM_FRAMES if aggregator == "flatten" else 0,
-        )
+    return ac_config.from_values(
+        train_data=os.path.join(data_dir, "train-*.tfrecord"),
+        eval_data=os.path.join(data_dir, "test-*.tfrecord"),
+        features=flash_mnist.FEATURE_SPEC,
+        num_classes=flash_mnist.NUM_CLASSES,
+        cluster_sizes=((flash_mnist.FEATURE_NAME, size),),
+        weighting=weighting,
+        shift=shift,
+        dropout=0.5,
+        optimizer="adam",
+        learning_rate=0.001,
+        clip_norm=0.0,
+        batch_size=flags.FLAGS.batch_size,
+        epochs=flags.FLAGS.epochs,
+        train_frames=0,
+        eval_frames=0,
+        model_dir=model_dir,
+        checkpoint_every=10**9,
+        keep_checkpoints=1,
+        seed=flags.FLAGS.seed,
+        export=False,
+        aggregator=aggregator,
+        stats=os.path.join(data_dir, flash_mnist.STATS_FILE) if flags.FLAGS.center_features else None,
+        center_features=flags.FLAGS.center_features,
+        # Every Flash-MNIST video has exactly NUM_FRAMES frames: flatten concatenates all of them.
+        flatten_frames=flash_mnist.NUM_FRAMES if aggregator == "flatten" else 0,
     )
 
 
@@ -353,7 +355,7 @@ def main(argv):
                 aggregator,
             )
             start = time.time()
-            trainer = training.Trainer(config, progress=False)
+            trainer = Trainer(Task(config), progress=False)
             trainer.train()
             history = [metrics["top1"] for _, metrics in trainer.eval_history]
             results[key] = {

@@ -1,9 +1,10 @@
 """Scale: memory and time per sample of training as the dataset grows 10x.
 
 Writes YouTube-8M-layout records (rgb 1024 + audio 128 uint8, 150-300 frames, 3 labels of 3,862) once, as
-`--shards` shards, then trains one epoch (`Trainer.train()`, the real path: `make_dataset` from the files,
-training loop, fused RMSProp update, epoch-end checkpoint) on the first 1/10 of the shards and on all of them,
-each in a fresh process, and reports per run:
+`--shards` shards, then trains one epoch (`ac_keras.trainer.Trainer.train()` of the flagfile's `Task`, the
+real path: `make_dataset` from the files, training loop, fused RMSProp update, epoch-end checkpoint; each step
+is timed through `train(step_fn=...)`) on the first 1/10 of the shards and on all of them, each in a fresh
+process, and reports per run:
 
   peak RSS    the process's high-water resident memory (`ru_maxrss`, which includes the epoch-end
               checkpoint), and its RSS sampled at every step (shown at each quarter of the epoch);
@@ -58,7 +59,7 @@ def write_data(directory, num_records, num_shards):
     import numpy as np
 
     from ac_keras import schema
-    from tfrecords.writer import ShardedWriter
+    from ac_keras.data.writer import ShardedWriter
 
     features = "rgb:1024,audio:128"
     rng = np.random.default_rng(0)
@@ -77,14 +78,15 @@ def write_data(directory, num_records, num_shards):
 
 
 def run_child(files):
-    from ac_keras import config as ac_config
-    from ac_keras import training
+    from ac_keras import flags as ac_flags
+    from ac_keras.task import Task
+    from ac_keras.trainer import Trainer
 
     FLAGS = flags.FLAGS
     batch, shuffle = FLAGS.batch, FLAGS.shuffle_records
     FLAGS([sys.argv[0], f"--flagfile={FLAGFILE}"], known_only=True)
     work = tempfile.mkdtemp(prefix="ac_keras_scale_")
-    config = ac_config.from_flags(
+    config = ac_flags.config_from_flags(
         FLAGS,
         train_data=files,
         eval_data=None,
@@ -96,8 +98,10 @@ def run_child(files):
         strategy="default",
         checkpoint_every=10**9,
     )
-    trainer = training.Trainer(config, progress=False)
-    step = trainer._build_train_step()
+    # With checkpoints: the epoch-end checkpoint is part of the measured epoch (a fresh model_dir, so
+    # nothing is restored).
+    trainer = Trainer(Task(config), progress=False)
+    step = trainer.make_train_step()
     times, samples, step_rss = [], [], []
     rss = {"after_build": rss_mb()}
 
@@ -108,9 +112,8 @@ def run_child(files):
         samples.append(int(batch[1].shape[0]))
         return result
 
-    trainer._train_step = timed
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(step_fn=timed)
     wall = time.perf_counter() - start
     rss["end"] = rss_mb()
     # RSS at the start of the first step and at each quarter of the epoch, and the most over all steps.

@@ -1,10 +1,10 @@
 """Serving latency and throughput of the exported SavedModel, loaded the way TF Serving loads it.
 
 Builds the classifier of a flagfile (`--config`, default configs/youtube8m.flags: rgb 1024 + audio 128
-uint8, N 64/32, 3,862 classes, all frames at evaluation), exports it with
-`ac_keras.export.export_saved_model` to a temporary directory, and times its `serving_default` signature
-(serialized `SequenceExample`s in, top-k out; decoding, dequantization and the model all run in the graph)
-on synthetic 300-frame videos:
+uint8, N 64/32, 3,862 classes, all frames at evaluation) with `ac_keras.task.Task(config).build_model()`,
+exports it with `ac_keras.export.export_saved_model(model, task, ...)` to a temporary directory, and times its
+`serving_default` signature (serialized `SequenceExample`s in, top-k out; decoding, dequantization and the
+model all run in the graph) on synthetic 300-frame videos:
 
   tf1   `tf.compat.v1.saved_model.loader.load` + `session.run`: the TF1 session loader, the same
         SavedModelBundle/Session::Run path that TF Serving and `saved_model_cli run` use;
@@ -93,7 +93,7 @@ MEASURE = textwrap.dedent(
 
 
 def define_flags():
-    from ac_keras import config  # noqa: F401  (defines the model flags the flagfile sets)
+    from ac_keras import flags as _flags  # noqa: F401  (defines the model flags the flagfile sets)
 
     flags.DEFINE_string("config", "configs/youtube8m.flags", "Flagfile of the model to serve.")
     flags.DEFINE_integer("frames", 300, "Frames per synthetic video.")
@@ -109,32 +109,34 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from ac_keras import config as ac_config
-    from ac_keras import training
+    from ac_keras import flags as ac_flags
+    from ac_keras.data.writer import make_sequence_example
     from ac_keras.export import export_saved_model
-    from tfrecords.writer import make_sequence_example
+    from ac_keras.task import Task
 
     FLAGS = flags.FLAGS
     # The model flags come from the flagfile; flags given on the command line override it.
     FLAGS([sys.argv[0], f"--flagfile={os.path.join(ROOT, FLAGS.config)}", *sys.argv[1:]], known_only=True)
     work = tempfile.mkdtemp(prefix="ac_keras_serving_")
-    config = ac_config.from_flags(
+    config = ac_flags.config_from_flags(
         FLAGS, need_train_data=False, train_data=None, eval_data=None, stats=None, model_dir=work
     )
-    model = training.model_from_config(config)
+    task = Task(config)
+    model = task.build_model()
+    specs = config.data.feature_specs
     rng = np.random.default_rng(0)
     records_file = os.path.join(work, "requests.tfrecord")
     with tf.io.TFRecordWriter(records_file) as writer:
         for index in range(FLAGS.videos):
             frames = {}
-            for spec in config.feature_specs:
+            for spec in specs:
                 if spec.quantized:
                     frames[spec.name] = rng.integers(0, 256, (FLAGS.frames, spec.dim), dtype=np.uint8)
                 else:
                     frames[spec.name] = rng.normal(size=(FLAGS.frames, spec.dim)).astype(np.float32)
-            example = make_sequence_example(f"video{index:04d}", [], frames, config.feature_specs)
+            example = make_sequence_example(f"video{index:04d}", [], frames, specs)
             writer.write(example.SerializeToString())
-    path = export_saved_model(model, config, os.path.join(work, "export"))
+    path = export_saved_model(model, task, os.path.join(work, "export"))
     parameters = int(sum(np.prod(weight.shape) for weight in model.weights))
     del model
     command = [
@@ -152,10 +154,10 @@ def main(argv):
     output = subprocess.run(command, capture_output=True, text=True, check=True, cwd=work, env=env).stdout
     results = json.loads(output.strip().splitlines()[-1])
     results["config"] = {
-        "features": config.features,
-        "cluster_sizes": dict(config.cluster_sizes),
-        "num_classes": config.num_classes,
-        "eval_frames": config.eval_frames,
+        "features": config.data.features,
+        "cluster_sizes": dict(config.model.cluster_sizes),
+        "num_classes": config.data.num_classes,
+        "eval_frames": config.data.eval_frames,
         "frames_per_video": FLAGS.frames,
         "parameters": parameters,
         "savedmodel_bytes": sum(

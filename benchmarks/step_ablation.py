@@ -1,15 +1,16 @@
 """Each training-speed change's effect: the compiled train step with that change switched off, in one run.
 
-For a flagfile of configs/ at a batch size, builds `ac_keras.training.Trainer` steps (the step
+For a flagfile of configs/ at a batch size, builds one `ac_keras.trainer.Trainer` per variant, from the
+flagfile's config with that variant's speed flags, and times its `make_train_step()` (the step
 `python -m ac_keras.train` runs, on one in-memory batch of `--frames` frames per video, so the input pipeline
-is not measured) under these variants:
+is not measured). The variants:
 
   all        every change on (the default);
-  -optimizer `training.FUSED_OPTIMIZER = False`: Keras's `optimizer.apply` instead of the XLA-fused update;
-  -head      `training.FAST_HEAD = False`: the model's Keras Dropout and Dense layers instead of
-             `ac_keras.head` (hash dropout mask, faster matmul gradients);
-  -shift     `ac_keras.layers.shift.FUSED_TRAINING = False`: ShiftNormalize as plain TensorFlow ops instead
-             of one XLA kernel per direction;
+  -optimizer `--nofused_optimizer`: Keras's `optimizer.apply` instead of the XLA-fused update;
+  -head      `--nofused_head`: the model's Keras Dropout and Dense layers instead of `ac_keras.head`
+             (hash dropout mask, faster matmul gradients);
+  -shift     `--nofused_shift`: ShiftNormalize as plain TensorFlow ops instead of one XLA kernel per
+             direction;
   none       all three off (the Keras baseline).
 
 The variants are timed in turn, `--rounds` times, so that each ratio (variant time / `all` time) compares
@@ -19,7 +20,6 @@ measurements taken minutes apart on the same machine; the median ratio over roun
     TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.step_ablation --setup=kinetics --batch=64
 """
 
-import dataclasses
 import os
 import sys
 import tempfile
@@ -35,12 +35,13 @@ FLAGFILES = {
     "youtube8m": "configs/youtube8m.flags",
     "flash_mnist": "configs/flash_mnist.flags",
 }
+# Variant -> the speed flags it switches off (Config fields).
 VARIANTS = {
     "all": {},
-    "-optimizer": {"optimizer": False},
-    "-head": {"head": False},
-    "-shift": {"shift": False},
-    "none": {"optimizer": False, "head": False, "shift": False},
+    "-optimizer": {"fused_optimizer": False},
+    "-head": {"fused_head": False},
+    "-shift": {"fused_shift": False},
+    "none": {"fused_optimizer": False, "fused_head": False, "fused_shift": False},
 }
 
 
@@ -57,13 +58,13 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from ac_keras import config as ac_config
-    from ac_keras import training
-    from ac_keras.layers import shift
+    from ac_keras import flags as ac_flags
+    from ac_keras.task import Task
+    from ac_keras.trainer import Trainer
 
     flags.FLAGS([sys.argv[0], f"--flagfile={os.path.join(ROOT, FLAGFILES[FLAGS.setup])}"], known_only=True)
     work = tempfile.mkdtemp(prefix="ac_keras_ablation_")
-    config = ac_config.from_flags(
+    config = ac_flags.config_from_flags(
         flags.FLAGS,
         train_data="unused",
         eval_data=None,
@@ -74,31 +75,28 @@ def main(argv):
         class_balance=False,
         missing_modality="zeros",
         stats=None,
+        center_features=False,  # needs stats; one subtraction per frame
     )
     rng = np.random.default_rng(0)
     features = {
         spec.name: tf.RaggedTensor.from_tensor(
             tf.constant(rng.normal(size=(FLAGS.batch, FLAGS.frames, spec.dim)).astype(np.float32))
         )
-        for spec in config.feature_specs
+        for spec in config.data.feature_specs
     }
-    if config.label_mode == "single":
-        labels = tf.one_hot(rng.integers(0, config.num_classes, FLAGS.batch), config.num_classes)
+    num_classes = config.data.num_classes
+    if config.data.label_mode == "single":
+        labels = tf.one_hot(rng.integers(0, num_classes, FLAGS.batch), num_classes)
     else:
-        labels = tf.constant((rng.random((FLAGS.batch, config.num_classes)) < 0.001).astype(np.float32))
+        labels = tf.constant((rng.random((FLAGS.batch, num_classes)) < 0.001).astype(np.float32))
     batch = (features, labels)
 
     steps = {}
     for name, off in VARIANTS.items():
-        training.FUSED_OPTIMIZER = off.get("optimizer", True)
-        training.FAST_HEAD = off.get("head", True)
-        shift.FUSED_TRAINING = off.get("shift", True)
-        trainer = training.Trainer(
-            dataclasses.replace(config, model_dir=os.path.join(work, name)), progress=False
-        )
-        steps[name] = trainer._build_train_step()
-        steps[name](batch)[0].numpy()  # traced here, with this variant's switches
-    training.FUSED_OPTIMIZER = training.FAST_HEAD = shift.FUSED_TRAINING = True
+        variant = config.replace(model_dir=os.path.join(work, name), **off)
+        trainer = Trainer(Task(variant), progress=False, checkpoints=False)
+        steps[name] = trainer.make_train_step()
+        steps[name](batch)[0].numpy()  # traced here
 
     times = {name: [] for name in VARIANTS}
     for round_index in range(FLAGS.rounds):
@@ -129,7 +127,7 @@ def main(argv):
 FLAGS = flags.FLAGS
 
 if __name__ == "__main__":
-    from ac_keras import config as _config  # noqa: F401  (defines the training flags)
+    from ac_keras import flags as _flags  # noqa: F401  (defines the training flags)
 
     define_flags()
     app.run(main)

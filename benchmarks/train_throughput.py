@@ -1,21 +1,26 @@
 """Training throughput (samples/s) through the real training code, beside the PyTorch reference.
 
 For each setup (a flagfile of configs/ at a batch size) this writes synthetic TFRecords of that layout to a
-temporary directory, builds `ac_keras.training.Trainer` from the flagfile (the same `Config` the train command
-builds) and measures, in one process:
+temporary directory, builds an `ac_keras.trainer.Trainer` of the flagfile's `ac_keras.task.Task` (the same
+`Config` the train command builds) and measures, in one process:
 
   files    `Trainer.train()` reading the TFRecords through `ac_keras.data.make_dataset` (the real path:
            pipeline, training loop with its per-step loss sync, progress and summaries, train step);
   memory   `Trainer.train()` fed one in-memory batch over and over (loop + step, no input pipeline);
-  step     the compiled train step alone on that in-memory batch (compute only);
-  keras    the step with Keras's `optimizer.apply`, the model's own Dropout and Dense layers and plain
-           ShiftNormalize ops instead of the fused update, `ac_keras.head` and the XLA ShiftNormalize
-           (`--baseline`: the "before"; benchmarks/step_ablation.py times each change on its own);
+  step     the compiled train step (`Trainer.make_train_step()`) alone on that in-memory batch (compute only);
+  keras    the step of a second trainer whose config has `--nofused_optimizer --nofused_head --nofused_shift`:
+           Keras's `optimizer.apply`, the model's own Dropout and Dense layers and plain ShiftNormalize ops
+           instead of the fused update, `ac_keras.head` and the XLA ShiftNormalize (`--baseline`: the
+           "before"; benchmarks/step_ablation.py times each change on its own);
   torch    the PyTorch reference (/work/shared/benchmarks/peer_torch.py's model and step, same shapes,
            2 threads) in one subprocess started once (benchmarks/torch_reference.py), run for a ~4 s
            burst right after each of our measurements, so each ratio compares adjacent measurements;
            peer_torch.py itself also runs once per setup at the end (`peer_torch_once`);
   peak     a 4096x4096 float32 `tf.matmul`, this machine's practical matmul peak, in the same run.
+
+The files and memory loops run through `Trainer.train(step_fn=..., dataset_fn=...)` of a trainer made with
+`checkpoints=False`, so no checkpoint is written inside a timing; one `Trainer.save_checkpoint()` is timed on
+its own (`checkpoint_save_s`). Flash-MNIST runs without `--center_features`, as docs/benchmarks.md states.
 
 Throughput is steady state: the first `--warmup_steps` steps (tracing, XLA compilation, shuffle-buffer fill)
 are excluded; each figure is the median of `--rounds` rounds, and an ours/torch ratio is the median over
@@ -81,16 +86,16 @@ def uptime():
 
 def flops_per_sample(config):
     """Training FLOPs per sample: 3 x the forward matmuls (logits, pooling, classifier)."""
-    frames = config.train_frames
-    sizes = config.cluster_size_map
+    frames = config.data.train_frames
+    sizes = dict(config.model.cluster_sizes)
     forward = 0
     width = 0
-    for spec in config.feature_specs:
+    for spec in config.data.feature_specs:
         units = sizes[spec.name]
         forward += 2 * frames * spec.dim * units  # attention logits X W
         forward += 2 * units * frames * spec.dim  # pooling a X
         width += units * spec.dim
-    forward += 2 * width * config.num_classes
+    forward += 2 * width * config.data.num_classes
     return 3 * forward
 
 
@@ -100,9 +105,10 @@ def _write_data(directory, config, setup, rng):
     import numpy as np
 
     from ac_keras import data as ac_data
-    from tfrecords.writer import ShardedWriter
+    from ac_keras.data.writer import ShardedWriter
 
-    specs = config.feature_specs
+    data = config.data
+    specs = data.feature_specs
     # A pool of frames; each video takes a random window, so records differ without generating each one.
     pool = {}
     for spec in specs:
@@ -110,14 +116,14 @@ def _write_data(directory, config, setup, rng):
             pool[spec.name] = rng.integers(0, 256, (2 * setup.max_frames, spec.dim), dtype=np.uint8)
         else:
             pool[spec.name] = rng.normal(size=(2 * setup.max_frames, spec.dim)).astype(np.float32)
-    counts = np.zeros(config.num_classes, np.int64)
-    labels_per_video = 3 if config.label_mode == "multi" else 1
-    with ShardedWriter(directory, config.features, num_shards=8, overwrite=True) as writer:
+    counts = np.zeros(data.num_classes, np.int64)
+    labels_per_video = 3 if data.label_mode == "multi" else 1
+    with ShardedWriter(directory, data.features, num_shards=8, overwrite=True) as writer:
         for index in range(setup.num_records):
             length = int(rng.integers(setup.min_frames, setup.max_frames + 1))
             offset = int(rng.integers(0, setup.max_frames))
             frames = {name: values[offset : offset + length] for name, values in pool.items()}
-            labels = sorted(rng.choice(config.num_classes, labels_per_video, replace=False).tolist())
+            labels = sorted(rng.choice(data.num_classes, labels_per_video, replace=False).tolist())
             counts[labels] += 1
             writer.write(f"video{index:06d}", labels, frames)
     stats = {
@@ -166,22 +172,26 @@ def _peak_matmul_gflops():
     return 2 * size**3 / min(best) / 1e9
 
 
+def _torch_modalities(config):
+    """The reference's `--modalities`: name:dim:N of each modality."""
+    sizes = dict(config.model.cluster_sizes)
+    return ",".join(f"{spec.name}:{spec.dim}:{sizes[spec.name]}" for spec in config.data.feature_specs)
+
+
 class TorchReference:
     """The PyTorch reference step (benchmarks/torch_reference.py) in a subprocess, run in bursts."""
 
     def __init__(self, config, batch_size, torch_python, burst_seconds=4.0):
-        modalities = ",".join(
-            f"{spec.name}:{spec.dim}:{config.cluster_size_map[spec.name]}" for spec in config.feature_specs
-        )
+        modalities = _torch_modalities(config)
         self.command = [
             torch_python,
             os.path.join(ROOT, "benchmarks", "torch_reference.py"),
             f"--modalities={modalities}",
-            f"--classes={config.num_classes}",
-            f"--frames={config.train_frames}",
+            f"--classes={config.data.num_classes}",
+            f"--frames={config.data.train_frames}",
             f"--batch={batch_size}",
-            f"--optimizer={config.optimizer}",
-            f"--dropout={config.dropout}",
+            f"--optimizer={config.training.optimizer}",
+            f"--dropout={config.model.dropout}",
             "--threads=2",
         ]
         self.batch_size = batch_size
@@ -210,19 +220,17 @@ class TorchReference:
 
 def _peer_torch_once(config, batch_size, steps, torch_python):
     """One plain run of peer_torch.py (its own process, its own warm-up), as the issue runs it."""
-    modalities = ",".join(
-        f"{spec.name}:{spec.dim}:{config.cluster_size_map[spec.name]}" for spec in config.feature_specs
-    )
+    modalities = _torch_modalities(config)
     command = [
         torch_python,
         PEER_TORCH,
         f"--modalities={modalities}",
-        f"--classes={config.num_classes}",
-        f"--frames={config.train_frames}",
+        f"--classes={config.data.num_classes}",
+        f"--frames={config.data.train_frames}",
         f"--batch={batch_size}",
         f"--steps={steps}",
-        f"--optimizer={config.optimizer}",
-        f"--dropout={config.dropout}",
+        f"--optimizer={config.training.optimizer}",
+        f"--dropout={config.model.dropout}",
         "--threads=2",
     ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -234,9 +242,9 @@ def run_child(name):
     import numpy as np
     import tensorflow as tf
 
-    from ac_keras import config as ac_config
-    from ac_keras import training
-    from ac_keras.layers import shift
+    from ac_keras import flags as ac_flags
+    from ac_keras.task import Task
+    from ac_keras.trainer import Trainer
 
     setup = SETUPS[name]
     record = {"setup": name, "load_start": uptime()}
@@ -246,7 +254,7 @@ def run_child(name):
     warmup = FLAGS.warmup_steps
     rng = np.random.default_rng(0)
     work = tempfile.mkdtemp(prefix="ac_keras_bench_")
-    base = ac_config.from_flags(
+    base = ac_flags.config_from_flags(
         flags.FLAGS,
         train_data="unused",
         eval_data=None,
@@ -255,55 +263,53 @@ def run_child(name):
         export=False,
         strategy="default",
         stats=os.path.join(work, "data", "stats.json"),  # written below, before any data is read
+        center_features=False,  # the figures of docs/benchmarks.md are without centering
     )
     pattern, stats = _write_data(os.path.join(work, "data"), base, setup, rng)
-    config = dataclasses.replace(
-        base,
+    config = base.replace(
         train_data=pattern,
         stats=stats,
         epochs=1,
         steps_per_epoch=warmup + steps + 1,
-        checkpoint_every=10**9,  # only the epoch-end checkpoint, after the timed steps
-        shuffle_buffer=min(base.shuffle_buffer, setup.num_records),
+        checkpoint_every=10**9,  # no step checkpoint; the timing trainer writes none at all
+        shuffle_buffer=min(base.data.shuffle_buffer, setup.num_records),
     )
     record["config"] = {
-        "features": config.features,
-        "cluster_sizes": dict(config.cluster_sizes),
-        "num_classes": config.num_classes,
-        "label_mode": config.label_mode,
-        "train_frames": config.train_frames,
+        "features": config.data.features,
+        "cluster_sizes": dict(config.model.cluster_sizes),
+        "num_classes": config.data.num_classes,
+        "label_mode": config.data.label_mode,
+        "train_frames": config.data.train_frames,
         "batch_size": batch,
-        "optimizer": config.optimizer,
-        "clip_norm": config.clip_norm,
-        "dropout": config.dropout,
-        "class_balance": config.class_balance,
+        "optimizer": config.training.optimizer,
+        "clip_norm": config.training.clip_norm,
+        "dropout": config.model.dropout,
+        "class_balance": config.data.class_balance,
         "frames_per_record": [setup.min_frames, setup.max_frames],
         "num_records": setup.num_records,
     }
     record["flops_per_sample"] = flops_per_sample(config)
 
-    training.FUSED_OPTIMIZER = True
-    trainer = training.Trainer(config, progress=False)
+    task = Task(config)
+    trainer = Trainer(task, progress=False, checkpoints=False)
     record["parameters"] = int(sum(np.prod(v.shape) for v in trainer.model.trainable_variables))
-    step = trainer._build_train_step()
-    distributed = trainer.strategy.experimental_distribute_dataset(training.train_dataset(config, 0))
+    step = trainer.make_train_step()
+    distributed = trainer.strategy.experimental_distribute_dataset(task.train_dataset(0))
     in_memory = next(iter(distributed))
-    memory_element = next(iter(training.train_dataset(config, 0)))
+    memory_element = next(iter(task.train_dataset(0)))
     keras_step = None
     if FLAGS.baseline:
-        training.FUSED_OPTIMIZER = False
-        training.FAST_HEAD = False
-        shift.FUSED_TRAINING = False
-        keras_trainer = training.Trainer(
-            dataclasses.replace(config, model_dir=os.path.join(work, "keras_model")), progress=False
+        keras_config = config.replace(
+            fused_optimizer=False,
+            fused_head=False,
+            fused_shift=False,
+            model_dir=os.path.join(work, "keras_model"),
         )
-        keras_step = keras_trainer._build_train_step()
+        keras_trainer = Trainer(Task(keras_config), progress=False, checkpoints=False)
+        keras_step = keras_trainer.make_train_step()
         start = time.perf_counter()
-        keras_step(in_memory)[0].numpy()  # traced now, with the switches off
+        keras_step(in_memory)[0].numpy()
         record["first_step_keras_s"] = time.perf_counter() - start
-        training.FUSED_OPTIMIZER = True
-        training.FAST_HEAD = True
-        shift.FUSED_TRAINING = True
 
     start = time.perf_counter()
     step(in_memory)[0].numpy()
@@ -326,31 +332,29 @@ def run_child(name):
         result[0].numpy()
         return batch * steps / (time.perf_counter() - start)
 
-    files_dataset = training.train_dataset
     # Checkpoints are written every --checkpoint_every steps, not per step: one save is timed on its own
-    # and the timed runs write none.
+    # and the timed runs (checkpoints=False) write none.
     start = time.perf_counter()
-    trainer._save()
+    trainer.save_checkpoint()
     record["checkpoint_save_s"] = time.perf_counter() - start
-    trainer._save = lambda: None
 
-    def time_train(dataset_fn, model_dir):
-        trainer.config = dataclasses.replace(config, model_dir=model_dir, steps_per_epoch=warmup + steps + 1)
+    # The epoch of a timed run: warm-up, timed steps and one more (the last call's end is not observed).
+    files_task = Task(config.replace(steps_per_epoch=warmup + steps + 1))
+
+    def files_dataset(epoch):
+        return files_task.train_dataset(epoch, trainer.num_workers)
+
+    def memory_dataset(epoch):
+        return tf.data.Dataset.from_tensors(memory_element).repeat(warmup + steps + 1)
+
+    def time_train(dataset_fn):
         trainer.epoch.assign(0)
         trainer.step_in_epoch.assign(0)
         timed = _TimedStep(step)
-        trainer._train_step = timed
-        training.train_dataset = dataset_fn
-        try:
-            start = time.perf_counter()
-            trainer.train()
-            wall = time.perf_counter() - start
-        finally:
-            training.train_dataset = files_dataset
+        start = time.perf_counter()
+        trainer.train(step_fn=timed, dataset_fn=dataset_fn)
+        wall = time.perf_counter() - start
         return timed.samples_per_second(batch, warmup), wall
-
-    def memory_dataset(config_, epoch, num_workers=1):
-        return tf.data.Dataset.from_tensors(memory_element).repeat(config_.steps_per_epoch)
 
     torch = TorchReference(config, batch, FLAGS.torch_python) if FLAGS.torch_python else None
     keys = ("files", "memory", "step", "keras")
@@ -364,10 +368,10 @@ def run_child(name):
 
     for round_index in range(FLAGS.rounds):
         rounds["peak"].append(_peak_matmul_gflops())
-        files, wall = time_train(files_dataset, os.path.join(work, f"files{round_index}"))
+        files, wall = time_train(files_dataset)
         rounds["files_wall"].append(wall)
         measured("files", files)
-        measured("memory", time_train(memory_dataset, os.path.join(work, f"mem{round_index}"))[0])
+        measured("memory", time_train(memory_dataset)[0])
         measured("step", time_step(step))
         if keras_step is not None:
             measured("keras", time_step(keras_step))

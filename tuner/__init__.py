@@ -3,7 +3,7 @@
 - `tuner.search`: the `python -m tuner.search` command and `run_search(config, settings)`;
 - `tuner.settings`: the tuner's flags and the frozen `SearchSettings` / `SearchSpace` built from them;
 - `tuner.hypermodel`: `AttentionClusterHyperModel`, whose `build(hp)` uses the training model builder;
-- `tuner.trials`: `TrainerTuner`, whose trials train with `ac_keras.training.Trainer`, with early stopping;
+- `tuner.trials`: `TrainerTuner`, whose trials train with `ac_keras.trainer.Trainer`, with early stopping;
 - `tuner.chief`: the oracle server of a distributed (chief/worker) search;
 - `tuner.report`: results table (CSV, Markdown), metric-vs-N plot and `best.flags`.
 

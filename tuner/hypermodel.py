@@ -1,11 +1,9 @@
 """The search space as a `keras_tuner.HyperModel` that builds through the training model builder."""
 
-import dataclasses
-
 import keras_tuner
 
 from ac_keras import config as ac_config
-from ac_keras import training
+from ac_keras.task import Task
 
 LEARNING_RATE = "learning_rate"
 DROPOUT = "dropout"
@@ -22,8 +20,8 @@ class AttentionClusterHyperModel(keras_tuner.HyperModel):
     """Attention-cluster classifiers whose N per modality, weighting, shift, learning rate and dropout vary.
 
     `build(hp)` turns the hyperparameters into an `ac_keras.config.Config` (`config_for`) and builds it with
-    `ac_keras.training.model_from_config`, the builder training uses, so a trial's model is exactly the one
-    `python -m ac_keras.train` trains from the same flags.
+    `ac_keras.task.Task`, as training does, so a trial's model is exactly the one `python -m ac_keras.train`
+    trains from the same flags.
 
     Args:
         base_config: the validated training `Config`; fields the search does not set come from it.
@@ -76,16 +74,16 @@ class AttentionClusterHyperModel(keras_tuner.HyperModel):
         fields = {
             "cluster_sizes": tuple(
                 (modality, int(values.get(cluster_size_name(modality), size)))
-                for modality, size in base.cluster_sizes
+                for modality, size in base.model.cluster_sizes
             ),
-            "weighting": str(values.get(WEIGHTING, base.weighting)),
-            "shift": bool(values.get(SHIFT, base.shift)),
-            "learning_rate": float(values.get(LEARNING_RATE, base.learning_rate)),
-            "dropout": float(values.get(DROPOUT, base.dropout)),
+            "weighting": str(values.get(WEIGHTING, base.model.weighting)),
+            "shift": bool(values.get(SHIFT, base.model.shift)),
+            "learning_rate": float(values.get(LEARNING_RATE, base.training.learning_rate)),
+            "dropout": float(values.get(DROPOUT, base.model.dropout)),
         }
         fields.update(overrides)
-        return ac_config.validate(dataclasses.replace(base, **fields))
+        return ac_config.validate(base.replace(**fields))
 
     def build(self, hp):
         self.declare_hyperparameters(hp)
-        return training.model_from_config(self.config_for(hp))
+        return Task(self.config_for(hp)).build_model()

@@ -147,15 +147,15 @@ def best_flags(trial, hypermodel, tuner_dir, metric):
         trial.hyperparameters.values,
         model_dir=run_dir,
         export_dir=os.path.join(run_dir, "export"),
-        epochs=base.epochs,
-        seed=base.seed,
+        epochs=base.training.epochs,
+        seed=base.training.seed,
     )
     path = os.path.join(tuner_dir, BEST_FLAGS)
     header = (
         f"# Best trial {trial.trial_id} of the search in {tuner_dir}: {metric} {_format(trial.score)} on "
         "the evaluation set.\n"
         f"# Command:  python -m ac_keras.train --flagfile={path}\n"
-        f"# Retrains it for the full --epochs={base.epochs} into {run_dir} and exports it.\n"
+        f"# Retrains it for the full --epochs={base.training.epochs} into {run_dir} and exports it.\n"
     )
     return header + config.to_flags()
 

@@ -1,7 +1,7 @@
 """KerasTuner search over N per modality: `python -m tuner.search --flagfile=F --tuner_dir=D`.
 
 Every training flag is accepted (a training flagfile works as is), plus the tuner's flags (`tuner.settings`,
-`--helpfull` lists them). Each trial trains with `ac_keras.training.Trainer`, the loop, input pipeline and
+`--helpfull` lists them). Each trial trains with `ac_keras.trainer.Trainer`, the loop, input pipeline and
 strategy of `python -m ac_keras.train`. Run the same command again after an interruption and the search
 resumes: finished trials are kept, an interrupted one continues from its last checkpoint. Results go to
 `D/results.csv`, `D/results.md`, `D/metric_vs_cluster_size.png` and `D/best.flags`; docs/tuner.md explains
@@ -17,6 +17,7 @@ from absl import app, flags
 
 from ac_keras import cli
 from ac_keras import config as ac_config
+from ac_keras import flags as ac_flags
 from tuner import report
 from tuner import settings as tuner_settings
 from tuner.hypermodel import AttentionClusterHyperModel
@@ -36,7 +37,7 @@ _SPACE_FLAGS = {
 
 
 def _identity(config, settings):
-    values = json.loads(config.to_json())
+    values = json.loads(json.dumps(config.flat()))
     flat = {name: value for name, value in values.items() if name not in RUNTIME_FIELDS + SEARCHED_FIELDS}
     identity = settings.identity()
     for name, value in identity.pop("space").items():
@@ -76,7 +77,7 @@ def make_oracle(config, settings):
     common = {
         "objective": keras_tuner.Objective(config.best_metric, direction="max"),
         # KerasTuner takes seed 0 as "no seed".
-        "seed": config.seed + 1,
+        "seed": config.training.seed + 1,
         "max_retries_per_trial": 0,
     }
     if settings.tuner == "random":
@@ -91,7 +92,7 @@ def make_oracle(config, settings):
             **common,
         )
     oracle = atomic_oracle(keras_tuner.oracles.HyperbandOracle)(
-        max_epochs=config.epochs, factor=settings.hyperband_factor, **common
+        max_epochs=config.training.epochs, factor=settings.hyperband_factor, **common
     )
     # Hyperband alone knows no trial budget; the base oracle stops creating trials at max_trials.
     oracle.max_trials = settings.max_trials
@@ -146,9 +147,9 @@ def run_search(config, settings, *, progress=True):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    ac_config.quiet_tensorflow_logging()
+    ac_flags.quiet_tensorflow_logging()
     try:
-        config = ac_config.from_flags()
+        config = ac_flags.config_from_flags()
         settings = tuner_settings.from_flags(config)
     except ac_config.ConfigError as error:
         raise app.UsageError(str(error)) from None

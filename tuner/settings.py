@@ -1,6 +1,6 @@
 """The tuner's flags, defined once, and the frozen, validated search settings built from them.
 
-Every training flag comes from `ac_keras.config` (imported here, so a training flagfile is accepted as is);
+Every training flag comes from `ac_keras.flags` (imported here, so a training flagfile is accepted as is);
 this module adds the search: which tuner, how many trials, where its state goes, early stopping, and the
 search space. Each search dimension is a flag; one value fixes it, and `--fixed` takes a dimension's value
 from the training flags instead.
@@ -13,6 +13,7 @@ import math
 from absl import flags
 
 from ac_keras import config as ac_config
+from ac_keras import flags as _flags  # noqa: F401  (defines the training flags)
 
 TUNERS = ("random", "bayesian", "hyperband", "grid")
 DIMENSIONS = ("cluster_sizes", "weighting", "shift", "learning_rate", "dropout")
@@ -193,15 +194,15 @@ def validate(settings, config):
         _fail("bayesian_initial_points", f"must be >= 0, got {settings.bayesian_initial_points}.")
     if settings.num_tuner_workers < 0:
         _fail("num_tuner_workers", f"must be >= 0, got {settings.num_tuner_workers}.")
-    if not config.eval_data:
+    if not config.data.eval_data:
         raise ac_config.ConfigError("--eval_data: is required: trials are scored on the evaluation set.")
-    if config.strategy == "multi_worker":
+    if config.runtime.strategy == "multi_worker":
         raise ac_config.ConfigError(
             "--strategy: multi_worker is not supported by the tuner; spread trials over machines with "
             "KerasTuner's chief/worker mode instead (docs/tuner.md), each worker on default or mirrored."
         )
     space = settings.space
-    modalities = [spec.name for spec in config.feature_specs]
+    modalities = [spec.name for spec in config.data.feature_specs]
     if [name for name, _ in space.cluster_sizes] != modalities:
         _fail("search_cluster_sizes", f"needs the N to try for each modality of --features {modalities}.")
     for name, sizes in space.cluster_sizes:
@@ -226,25 +227,25 @@ def from_flags(config, flag_values=FLAGS):
     unknown = [name for name in fixed if name not in DIMENSIONS]
     if unknown:
         _fail("fixed", f"unknown dimensions {unknown}; allowed: {list(DIMENSIONS)}.")
-    modalities = [spec.name for spec in config.feature_specs]
+    modalities = [spec.name for spec in config.data.feature_specs]
     if "cluster_sizes" in fixed:
-        cluster_sizes = tuple((name, (size,)) for name, size in config.cluster_sizes)
+        cluster_sizes = tuple((name, (size,)) for name, size in config.model.cluster_sizes)
     else:
         cluster_sizes = parse_cluster_size_choices(flag_values.search_cluster_sizes, modalities)
     if "weighting" in fixed:
-        weightings = (config.weighting,)
+        weightings = (config.model.weighting,)
     else:
         weightings = tuple(dict.fromkeys(w.strip() for w in flag_values.search_weighting if w.strip()))
     if "shift" in fixed:
-        shifts = (config.shift,)
+        shifts = (config.model.shift,)
     else:
         shifts = tuple(dict.fromkeys(_parse_bool(value) for value in flag_values.search_shift))
     if "learning_rate" in fixed:
-        learning_rate = (config.learning_rate, config.learning_rate)
+        learning_rate = (config.training.learning_rate, config.training.learning_rate)
     else:
         learning_rate = _parse_range("search_learning_rate", flag_values.search_learning_rate)
     if "dropout" in fixed:
-        dropout = (config.dropout, config.dropout)
+        dropout = (config.model.dropout, config.model.dropout)
     else:
         dropout = _parse_range("search_dropout", flag_values.search_dropout)
     settings = SearchSettings(

@@ -1,4 +1,4 @@
-"""Trials trained by `ac_keras.training.Trainer`: the tuner, early stopping, resumable trial state.
+"""Trials trained by `ac_keras.trainer.Trainer`: the tuner, early stopping, resumable trial state.
 
 `TrainerTuner` is a `keras_tuner.Tuner` whose `run_trial` trains each hyperparameter set with the same
 training loop, input pipeline and strategy as `python -m ac_keras.train`, in its own model_dir under the
@@ -16,22 +16,18 @@ import keras_tuner
 import tensorflow as tf
 from keras_tuner.src.distribute import utils as distribute_utils
 
-from ac_keras import training
+from ac_keras import artifacts
+from ac_keras import config as ac_config
+from ac_keras import strategy as strategy_lib
+from ac_keras.task import Task
+from ac_keras.trainer import Callback, Trainer, TrainingDivergedError
 from tuner import chief
 
 HISTORY_FILE = "tuner_history.json"
 EXTRA_METRICS = ("best_epoch", "epochs", "seconds")
-# Config fields that may change when a search resumes: where things go and how often they are saved.
-RUNTIME_FIELDS = (
-    "model_dir",
-    "export_dir",
-    "export",
-    "strategy",
-    "devices",
-    "checkpoint_every",
-    "keep_checkpoints",
-    "top_k",
-)
+# Config fields that may change when a search resumes: where things go, how often they are saved, and the
+# training step's fast paths.
+RUNTIME_FIELDS = ac_config.RUNTIME_FIELDS
 
 log = logging.getLogger("tuner")
 
@@ -132,7 +128,23 @@ class TrialHistory:
         }
 
 
-class TrialTrainer(training.Trainer):
+class _EarlyStopping(Callback):
+    """Records each evaluation in the trial's `TrialHistory` and stops the trial when it stops improving."""
+
+    def __init__(self, history, patience, clock):
+        self.history = history
+        self.patience = patience
+        self.clock = clock
+
+    def on_evaluation(self, trainer, epoch, results):
+        self.history.record(epoch, results, self.clock())
+        if epoch < trainer.config.training.epochs and self.history.should_stop(self.patience):
+            self.history.stopped_early = True
+            self.history.save()
+            raise _EarlyStop()
+
+
+class TrialTrainer(Trainer):
     """A `Trainer` that records each evaluation in a `TrialHistory` and stops early on it.
 
     Args:
@@ -143,18 +155,23 @@ class TrialTrainer(training.Trainer):
     """
 
     def __init__(self, config, *, patience, tuner_id="tuner0", **kwargs):
-        super().__init__(config, **kwargs)
+        self.history = TrialHistory(config.runtime.model_dir, config.best_metric)
         self.patience = patience
-        self.history = TrialHistory(config.model_dir, config.best_metric)
         self.tuner_id = tuner_id
         self._clock = None
         self._seconds_before = 0.0
+        stopping = _EarlyStopping(self.history, patience, self._seconds)
+        super().__init__(Task(config), callbacks=[stopping], **kwargs)
+
+    def _seconds(self):
+        return self._seconds_before + (time.perf_counter() - self._clock)
 
     def warm_start(self, parent_model_dir):
         """Starts from the latest checkpoint of Hyperband's earlier round unless this run has its own."""
-        if tf.train.latest_checkpoint(os.path.join(self.config.model_dir, training.CHECKPOINT_SUBDIR)):
+        checkpoints = os.path.join(self.config.runtime.model_dir, artifacts.CHECKPOINT_SUBDIR)
+        if tf.train.latest_checkpoint(checkpoints):
             return False
-        parent = tf.train.latest_checkpoint(os.path.join(parent_model_dir, training.CHECKPOINT_SUBDIR))
+        parent = tf.train.latest_checkpoint(os.path.join(parent_model_dir, artifacts.CHECKPOINT_SUBDIR))
         if parent is None:
             log.warning(
                 "No checkpoint in %s to continue from; the trial trains from scratch.", parent_model_dir
@@ -164,15 +181,6 @@ class TrialTrainer(training.Trainer):
         # This trial's best model and early stopping count its own evaluations only.
         self.best_value.assign(-math.inf)
         return True
-
-    def _record_eval(self, results, epoch):
-        super()._record_eval(results, epoch)
-        seconds = self._seconds_before + (time.perf_counter() - self._clock)
-        self.history.record(epoch + 1, results, seconds)
-        if epoch + 1 < self.config.epochs and self.history.should_stop(self.patience):
-            self.history.stopped_early = True
-            self.history.save()
-            raise _EarlyStop()
 
     def run(self):
         """Trains (or resumes) to the configured epochs or until early stopping; returns the result dict."""
@@ -185,14 +193,10 @@ class TrialTrainer(training.Trainer):
                 self.train()
             except _EarlyStop:
                 best = self.history.best_epoch()
-                message = (
+                self._say(
                     f"Early stop after epoch {max(self.history.epochs)}: no better "
                     f"{self.config.best_metric} than epoch {best}'s for {self.patience} evaluations."
                 )
-                if self.progress:
-                    print(message, flush=True)
-                else:
-                    log.info(message)
             finally:
                 self.train_writer.flush()
                 self.eval_writer.flush()
@@ -200,7 +204,7 @@ class TrialTrainer(training.Trainer):
 
 
 class TrainerTuner(keras_tuner.Tuner):
-    """A KerasTuner tuner whose trials train with `ac_keras.training.Trainer` instead of `model.fit`.
+    """A KerasTuner tuner whose trials train with `ac_keras.trainer.Trainer` instead of `model.fit`.
 
     Each execution of a trial trains in `<trial dir>/execution_<k>/` (checkpoints, TensorBoard logs,
     `best/`, `config.json`, `tuner_history.json`) with seed `--seed + k`. The objective is the validation
@@ -235,8 +239,8 @@ class TrainerTuner(keras_tuner.Tuner):
     def strategy(self):
         # One strategy for the whole search: building a MirroredStrategy per trial would re-probe devices.
         if self._strategy is None:
-            config = self.hypermodel.base_config
-            self._strategy = training.make_strategy(config.strategy, config.devices)
+            runtime = self.hypermodel.base_config.runtime
+            self._strategy = strategy_lib.make_strategy(runtime.strategy, runtime.devices)
         return self._strategy
 
     def execution_dir(self, trial_id, execution):
@@ -250,8 +254,8 @@ class TrainerTuner(keras_tuner.Tuner):
             model_dir=self.execution_dir(trial.trial_id, execution),
             export_dir=None,
             export=False,
-            epochs=int(values.get("tuner/epochs", base.epochs)),
-            seed=base.seed + execution,
+            epochs=int(values.get("tuner/epochs", base.training.epochs)),
+            seed=base.training.seed + execution,
         )
 
     def search(self, *args, **kwargs):
@@ -295,7 +299,7 @@ class TrainerTuner(keras_tuner.Tuner):
                 trainer.warm_start(self.execution_dir(values["tuner/trial_id"], execution))
             try:
                 results.append(trainer.run())
-            except training.TrainingDivergedError as error:
+            except TrainingDivergedError as error:
                 # Diverging is a property of the hyperparameters: no retry.
                 raise keras_tuner.errors.FailedTrialError(str(error)) from error
         return combine_executions(results)
@@ -309,7 +313,7 @@ class TrainerTuner(keras_tuner.Tuner):
 
     def load_model(self, trial):
         """The best model (by the validation metric) of the trial's first execution."""
-        return training.load_best_model(self.execution_dir(trial.trial_id, 0))
+        return artifacts.load_best_model(self.execution_dir(trial.trial_id, 0))
 
     def all_trials(self):
         """Every trial the oracle knows (local or, on a worker, the chief's), finished ones first."""
@@ -332,14 +336,16 @@ def combine_executions(results):
 
 def _discard_foreign_run(config):
     """Removes a model_dir left by a different configuration (a trial id reused by a fresh oracle)."""
+    model_dir = config.runtime.model_dir
     try:
-        saved = _read_json(os.path.join(config.model_dir, training.CONFIG_FILE))
+        saved = _read_json(os.path.join(model_dir, artifacts.CONFIG_FILE))
     except json.JSONDecodeError:
         # A kill while the Trainer wrote it: the run is this trial's own, and the Trainer rewrites it.
         return
     if saved is None:
         return
-    wanted = json.loads(config.to_json())
+    saved = ac_config.flat_config_dict(saved)
+    wanted = json.loads(json.dumps(config.flat()))
     if any(saved.get(name) != value for name, value in wanted.items() if name not in RUNTIME_FIELDS):
-        log.warning("%s holds a run of another configuration; it is replaced.", config.model_dir)
-        tf.io.gfile.rmtree(config.model_dir)
+        log.warning("%s holds a run of another configuration; it is replaced.", model_dir)
+        tf.io.gfile.rmtree(model_dir)

@@ -34,6 +34,8 @@ class AttentionCluster(keras.layers.Layer):
         beta_initializer: initializer of the shift offsets, None for the authors' Normal initialization.
             Defaults to None.
         epsilon: float, norm guard of the shifting operation. Defaults to 1e-12.
+        fused_shift: bool, whether the shifting operation runs as one XLA kernel in training (see
+            `ShiftNormalize(fused_training)`). Defaults to True.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -66,6 +68,7 @@ class AttentionCluster(keras.layers.Layer):
         alpha_initializer=None,
         beta_initializer=None,
         epsilon=1e-12,
+        fused_shift=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -82,6 +85,7 @@ class AttentionCluster(keras.layers.Layer):
         self.alpha_initializer = keras.initializers.get(alpha_initializer)
         self.beta_initializer = keras.initializers.get(beta_initializer)
         self.epsilon = epsilon
+        self.fused_shift = bool(fused_shift)
         self.supports_masking = True
         # Sublayers are created here (validating their arguments early) and built in build().
         self.attention = AttentionUnit(
@@ -100,6 +104,7 @@ class AttentionCluster(keras.layers.Layer):
                 alpha_initializer=self.alpha_initializer,
                 beta_initializer=self.beta_initializer,
                 epsilon=epsilon,
+                fused_training=self.fused_shift,
                 dtype=self.dtype_policy,
                 name="shift",
             )
@@ -158,6 +163,7 @@ class AttentionCluster(keras.layers.Layer):
                 "alpha_initializer": maybe_serialize(self.alpha_initializer),
                 "beta_initializer": maybe_serialize(self.beta_initializer),
                 "epsilon": self.epsilon,
+                "fused_shift": self.fused_shift,
             }
         )
         return config

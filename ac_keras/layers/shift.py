@@ -7,9 +7,6 @@ import tensorflow as tf
 
 from ac_keras.layers._utils import fresh_initializer
 
-# Whether training calls run the XLA-compiled kernel (read at trace time; benchmarks turn it off).
-FUSED_TRAINING = True
-
 
 def reference_shift_stddev(num_units):
     """Stddev `sqrt(1 / sqrt(N))` of the authors' Normal initialization of alpha and beta."""
@@ -36,6 +33,9 @@ class ShiftNormalize(keras.layers.Layer):
         beta_initializer: initializer of `beta` (shape `(N,)`), or None for the reference Normal
             initialization. Defaults to None.
         epsilon: float, lower bound of the norm. Defaults to 1e-12.
+        fused_training: bool; True runs training calls on float32 inputs as one XLA-compiled kernel forward
+            and one backward (the same function); inference always uses plain TensorFlow ops, so exported
+            models need no XLA. Defaults to True.
         **kwargs: base `keras.layers.Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -54,13 +54,16 @@ class ShiftNormalize(keras.layers.Layer):
         Long et al., "Attention Clusters", CVPR 2018, Eq. 7.
     """
 
-    def __init__(self, alpha_initializer=None, beta_initializer=None, epsilon=1e-12, **kwargs):
+    def __init__(
+        self, alpha_initializer=None, beta_initializer=None, epsilon=1e-12, fused_training=True, **kwargs
+    ):
         super().__init__(**kwargs)
         if not epsilon > 0:
             raise ValueError(f"`epsilon` must be positive, got {epsilon!r}.")
         self.alpha_initializer = keras.initializers.get(alpha_initializer)
         self.beta_initializer = keras.initializers.get(beta_initializer)
         self.epsilon = float(epsilon)
+        self.fused_training = bool(fused_training)
 
     def build(self, input_shape):
         if len(input_shape) != 3 or input_shape[1] is None:
@@ -89,10 +92,8 @@ class ShiftNormalize(keras.layers.Layer):
     def call(self, inputs, training=None):
         alpha = tf.cast(self.alpha, "float32")
         beta = tf.cast(self.beta, "float32")
-        if training and FUSED_TRAINING and inputs.dtype == tf.float32:
-            # Training: one XLA kernel forward and one backward instead of a dozen passes over the
-            # (batch, units, dim) values (docs/benchmarks.md). Inference (evaluation, export, serving)
-            # keeps plain TensorFlow ops, so exported models need no XLA.
+        if training and self.fused_training and inputs.dtype == tf.float32:
+            # One pass over the (batch, units, dim) values instead of a dozen ops (docs/benchmarks.md).
             return _shift_normalize_xla(inputs, alpha, beta, self.epsilon)
         return tf.cast(shift_normalize(inputs, alpha, beta, self.epsilon), self.compute_dtype)
 
@@ -110,6 +111,7 @@ class ShiftNormalize(keras.layers.Layer):
                 if self.beta_initializer
                 else None,
                 "epsilon": self.epsilon,
+                "fused_training": self.fused_training,
             }
         )
         return config

@@ -15,10 +15,12 @@ from absl import flags
 
 from ac_keras import config as ac_config
 from ac_keras import data as ac_data
+from ac_keras import flags as ac_flags
 from ac_keras import layers as ac_layers
-from ac_keras import training
 from ac_keras.export import export_saved_model
 from ac_keras.model import build_model
+from ac_keras.task import Task
+from ac_keras.testing.isolation import BLOCK_AC_KERAS
 from ac_keras.testing.records import sequence_example
 from tests.ac_keras.layers.layer_test_utils import ragged_frames
 
@@ -59,7 +61,7 @@ def _config(aggregator, **overrides):
         "lstm_units": (("rgb", 4), ("audio", 4)),
     }
     values.update(overrides)
-    return ac_config.validate(ac_config.Config(**values), need_train_data=False)
+    return ac_config.validate(ac_config.Config.from_values(**values), need_train_data=False)
 
 
 def _parse(*args):
@@ -77,12 +79,13 @@ def test_aggregator_names_agree():
 
 
 def test_default_is_attention_clusters():
-    config = ac_config.from_flags(_parse("--train_data=t*", "--num_classes=4"))
-    assert (config.aggregator, config.lstm_units, config.flatten_frames) == ("attention_cluster", (), 0)
+    config = ac_flags.config_from_flags(_parse("--train_data=t*", "--num_classes=4"))
+    model = config.model
+    assert (model.aggregator, model.lstm_units, model.flatten_frames) == ("attention_cluster", (), 0)
 
 
 def test_aggregator_flags_parse_and_round_trip():
-    config = ac_config.from_flags(
+    config = ac_flags.config_from_flags(
         _parse(
             "--train_data=t*",
             "--num_classes=4",
@@ -91,12 +94,12 @@ def test_aggregator_flags_parse_and_round_trip():
             "--lstm_units=rgb:1024,flow:512,audio:512",
         )
     )
-    assert config.aggregator == "bilstm"
-    assert dict(config.lstm_units) == {"rgb": 1024, "flow": 512, "audio": 512}
-    assert ac_config.from_flags(_parse(*config.to_flags().split())) == config
-    one = ac_config.from_flags(_parse("--train_data=t*", "--num_classes=4", "--lstm_units=64"))
-    assert one.lstm_units == (("rgb", 64), ("audio", 64))
-    flat = ac_config.from_flags(
+    assert config.model.aggregator == "bilstm"
+    assert dict(config.model.lstm_units) == {"rgb": 1024, "flow": 512, "audio": 512}
+    assert ac_flags.config_from_flags(_parse(*config.to_flags().split())) == config
+    one = ac_flags.config_from_flags(_parse("--train_data=t*", "--num_classes=4", "--lstm_units=64"))
+    assert one.model.lstm_units == (("rgb", 64), ("audio", 64))
+    flat = ac_flags.config_from_flags(
         _parse(
             "--train_data=t*",
             "--num_classes=4",
@@ -106,7 +109,7 @@ def test_aggregator_flags_parse_and_round_trip():
         )
     )
     assert flat.flatten_frame_count == 7
-    assert ac_config.from_flags(_parse(*flat.to_flags().split())) == flat
+    assert ac_flags.config_from_flags(_parse(*flat.to_flags().split())) == flat
 
 
 @pytest.mark.parametrize(
@@ -129,7 +132,7 @@ def test_aggregator_flags_parse_and_round_trip():
 def test_bad_aggregator_flags_name_the_flag(args, message):
     base = ["--train_data=t*", "--num_classes=4", "--features=rgb:8,audio:4"]
     with pytest.raises(ac_config.ConfigError, match=message):
-        ac_config.from_flags(_parse(*base, *args))
+        ac_flags.config_from_flags(_parse(*base, *args))
 
 
 def test_unknown_aggregator_is_refused():
@@ -142,7 +145,7 @@ def test_unknown_aggregator_is_refused():
 def test_flatten_with_all_frames_and_a_fixed_count():
     config = _config("flatten", train_frames=0, eval_frames=0, flatten_frames=30)
     assert config.flatten_frame_count == 30
-    assert training.model_from_config(config).get_layer("rgb_flatten").num_frames == 30
+    assert Task(config).build_model().get_layer("rgb_flatten").num_frames == 30
 
 
 # The builder.
@@ -227,7 +230,7 @@ def test_bad_arguments(kwargs, message):
 def test_training_step_updates_every_weight(aggregator):
     """The training loop's shape of step: ragged inputs, logits model, gradients for all weights."""
     config = _config(aggregator)
-    model = training.model_from_config(config)
+    model = Task(config).build_model()
     logits_model = keras.Model(model.inputs, model.get_layer("classifier").output)
     optimizer = keras.optimizers.Adam(0.01)
     labels = tf.one_hot([0, 3, 1], 5)
@@ -247,7 +250,7 @@ def test_training_step_updates_every_weight(aggregator):
     assert not missing, missing
 
 
-SERVE_WITHOUT_AC_KERAS = textwrap.dedent(
+SERVE_WITHOUT_AC_KERAS = BLOCK_AC_KERAS + textwrap.dedent(
     """
     import json, sys
     import numpy as np
@@ -316,10 +319,14 @@ def test_export_and_serve_without_ac_keras(tmp_path):
             config = _config("attention_cluster", **centered)
         else:
             config = _config(aggregator)
-        model = training.model_from_config(config)
-        paths[aggregator] = export_saved_model(model, config, str(tmp_path / aggregator))
+        task = Task(config)
+        model = task.build_model()
+        paths[aggregator] = export_saved_model(model, task, str(tmp_path / aggregator))
         parsed, _ = ac_data.parse_serialized(
-            tf.constant(serialized), config.feature_specs, training=False, num_frames=config.eval_frames
+            tf.constant(serialized),
+            config.data.feature_specs,
+            training=False,
+            num_frames=config.data.eval_frames,
         )
         expected[aggregator] = (
             model(ragged).numpy(),

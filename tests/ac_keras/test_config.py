@@ -1,5 +1,6 @@
 import copy
 import dataclasses
+import json
 import pathlib
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import pytest
 from absl import flags
 
 from ac_keras import config as ac_config
+from ac_keras import flags as ac_flags
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -26,30 +28,33 @@ def test_shipped_flagfiles_validate(name):
     flagfile = ROOT / "configs" / f"{name}.flags"
     assert flagfile.read_text().startswith("# "), "each flagfile opens with a comment"
     assert "python -m ac_keras.train --flagfile=configs/" in flagfile.read_text()
-    config = ac_config.from_flags(
+    config = ac_flags.config_from_flags(
         _parse(f"--flagfile={flagfile}", "--train_data=train*.tfrecord", "--stats=stats.json")
     )
-    assert config.num_classes > 1
-    assert [name for name, _ in config.cluster_sizes] == [spec.name for spec in config.feature_specs]
+    assert config.data.num_classes > 1
+    assert [name for name, _ in config.model.cluster_sizes] == [
+        spec.name for spec in config.data.feature_specs
+    ]
 
 
 def test_kinetics_flagfile_matches_the_paper():
-    config = ac_config.from_flags(
+    config = ac_flags.config_from_flags(
         _parse(f"--flagfile={ROOT / 'configs/kinetics.flags'}", "--train_data=x", "--stats=s.json")
     )
-    assert config.cluster_size_map == {"rgb": 64, "flow": 32, "audio": 32}
-    assert [(s.name, s.dim, s.dtype) for s in config.feature_specs] == [
+    assert dict(config.model.cluster_sizes) == {"rgb": 64, "flow": 32, "audio": 32}
+    assert [(s.name, s.dim, s.dtype) for s in config.data.feature_specs] == [
         ("rgb", 1536, "float"),
         ("flow", 1536, "float"),
         ("audio", 128, "float"),
     ]
-    assert (config.optimizer, config.learning_rate, config.clip_norm) == ("rmsprop", 0.001, 5.0)
-    assert (config.train_frames, config.eval_frames, config.class_balance) == (20, 25, True)
-    assert config.num_classes == 400
+    training = config.training
+    assert (training.optimizer, training.learning_rate, training.clip_norm) == ("rmsprop", 0.001, 5.0)
+    assert (config.data.train_frames, config.data.eval_frames, config.data.class_balance) == (20, 25, True)
+    assert config.data.num_classes == 400
 
 
 def test_command_line_overrides_flagfile():
-    config = ac_config.from_flags(
+    config = ac_flags.config_from_flags(
         _parse(
             f"--flagfile={ROOT / 'configs/kinetics.flags'}",
             "--train_data=x",
@@ -58,15 +63,15 @@ def test_command_line_overrides_flagfile():
             "--learning_rate=0.01",
         )
     )
-    assert config.cluster_size_map == {"rgb": 8, "flow": 8, "audio": 8}
-    assert config.learning_rate == 0.01
+    assert dict(config.model.cluster_sizes) == {"rgb": 8, "flow": 8, "audio": 8}
+    assert config.training.learning_rate == 0.01
 
 
 def test_to_flags_round_trip():
-    config = ac_config.from_flags(
+    config = ac_flags.config_from_flags(
         _parse(f"--flagfile={ROOT / 'configs/youtube8m.flags'}", "--train_data=t*", "--noshift")
     )
-    again = ac_config.from_flags(_parse(*config.to_flags().split()))
+    again = ac_flags.config_from_flags(_parse(*config.to_flags().split()))
     assert again == config
 
 
@@ -89,18 +94,20 @@ def test_to_flags_round_trip():
 def test_bad_flags_name_the_flag(args, message):
     base = ["--train_data=t*", "--num_classes=4", "--features=rgb:8,audio:4"]
     with pytest.raises(ac_config.ConfigError, match=message):
-        ac_config.from_flags(_parse(*base, *args))
+        ac_flags.config_from_flags(_parse(*base, *args))
 
 
 def test_missing_train_data_is_reported():
     with pytest.raises(ac_config.ConfigError, match="--train_data: is required"):
-        ac_config.from_flags(_parse("--num_classes=4"))
+        ac_flags.config_from_flags(_parse("--num_classes=4"))
 
 
 def test_config_is_frozen():
-    config = ac_config.from_flags(_parse("--train_data=t*", "--num_classes=4"))
+    config = ac_flags.config_from_flags(_parse("--train_data=t*", "--num_classes=4"))
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.epochs = 3
+        config.training.epochs = 3
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.training = ac_config.TrainingConfig()
 
 
 def test_train_cli_rejects_bad_flag_before_reading_data(tmp_path):
@@ -123,3 +130,52 @@ def test_train_cli_rejects_bad_flag_before_reading_data(tmp_path):
     assert "weighting" in result.stderr and "fc3" in result.stderr
     assert "nonexistent" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_each_setting_lives_in_one_section_under_its_flag_name():
+    config = ac_flags.config_from_flags(_parse("--train_data=t*", "--num_classes=4", "--epochs=7"))
+    sections = {"data", "model", "training", "runtime"}
+    assert set(ac_config.SECTION_OF.values()) == sections
+    assert config.training.epochs == config.get("epochs") == 7
+    # Every field is a flag of the same name, and every training flag of ac_keras.flags is a field.
+    for name in ac_config.SECTION_OF:
+        assert name in flags.FLAGS, name
+    changed = config.replace(epochs=3, model_dir="runs/x", dropout=0.2)
+    assert (changed.training.epochs, changed.runtime.model_dir, changed.model.dropout) == (3, "runs/x", 0.2)
+    assert changed.data == config.data
+    with pytest.raises(TypeError, match="no field 'epoch'"):
+        config.replace(epoch=3)
+
+
+def test_config_json_is_nested_and_flattens_back():
+    config = ac_flags.config_from_flags(_parse("--train_data=t*", "--num_classes=4"))
+    saved = json.loads(config.to_json())
+    assert set(saved) == {"data", "model", "training", "runtime"}
+    assert saved["training"]["fused_optimizer"] is True
+    flat = ac_config.flat_config_dict(saved)
+    assert flat == json.loads(json.dumps(config.flat()))
+    # An older run's flat config.json reads the same way.
+    assert ac_config.flat_config_dict(flat) == flat
+
+
+def test_enumerations_are_defined_once_at_the_lowest_layer():
+    from ac_keras import layers, model, schema
+    from ac_keras.data import parser, stats
+
+    assert ac_config.LABEL_MODES is schema.LABEL_MODES is model.LABEL_MODES
+    assert "LABEL_MODES = " not in pathlib.Path(parser.__file__).read_text()
+    assert ac_config.AGGREGATORS is layers.AGGREGATORS
+    assert ac_config.WEIGHTINGS is layers.WEIGHTINGS
+    assert ac_config.MISSING_MODALITY is stats.MISSING_MODALITY
+
+
+def test_speed_paths_are_config_options():
+    config = ac_flags.config_from_flags(
+        _parse("--train_data=t*", "--num_classes=4", "--nofused_optimizer", "--nofused_shift")
+    )
+    assert (config.training.fused_optimizer, config.training.fused_head, config.training.fused_shift) == (
+        False,
+        True,
+        False,
+    )
+    assert "--nofused_optimizer" in config.to_flags()

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from ac_keras import head
-from ac_keras.model import build_model
+from ac_keras.model import build_model, model_parts
 
 
 def _key(a, b):
@@ -127,6 +127,20 @@ def test_unsupported_heads_are_named():
     assert "mixed_bfloat16" in head.head_unsupported(model)
     inputs = keras.Input((4,))
     other = keras.Model(inputs, keras.layers.Dense(2)(inputs))
-    assert "dropout" in head.head_unsupported(other)
+    assert "not built by ac_keras.model.build_model" in head.head_unsupported(other)
     with pytest.raises(ValueError, match="does not support"):
         head.TrainingHead(other, seed=0)
+
+
+def test_the_head_reaches_the_model_through_model_parts():
+    model = build_model({"rgb": 8, "audio": 4}, {"rgb": 2, "audio": 3}, num_classes=3, dropout=0.3)
+    parts = model_parts(model)
+    assert isinstance(parts.dropout, keras.layers.Dropout) and parts.dropout.rate == 0.3
+    assert isinstance(parts.classifier, keras.layers.Dense) and parts.classifier.units == 3
+    assert sorted(parts.clusters) == ["audio", "rgb"]
+    assert parts.clusters["rgb"].cluster_size == 2
+    training_head = head.TrainingHead(model, seed=0)
+    assert training_head.classifier is parts.classifier
+    assert training_head.rate == 0.3
+    averaged = build_model({"rgb": 8}, None, num_classes=3, aggregator="average")
+    assert model_parts(averaged).clusters == {}

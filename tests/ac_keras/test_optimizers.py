@@ -106,3 +106,25 @@ def test_unsupported_configurations_are_named():
     assert "centered" in fused_update_unsupported(keras.optimizers.RMSprop(centered=True))
     with pytest.raises(ValueError, match="LossScaleOptimizer"):
         FusedUpdate(lso, [])
+
+
+def test_missing_keras_internals_fall_back_with_a_reason(caplog):
+    variables = [keras.Variable(np.ones((3, 2), "float32"), name="w")]
+    optimizer = keras.optimizers.RMSprop(momentum=0.5)
+    optimizer.build(variables)
+    assert fused_update_unsupported(optimizer, variables) is None
+    # A Keras version without the slot lists the fused update reads: it says so instead of failing.
+    del optimizer._momentums
+    assert "no slot list _momentums" in fused_update_unsupported(optimizer, variables)
+    adam = keras.optimizers.Adam()
+    adam.build(variables)
+    other = [keras.Variable(np.ones((2,), "float32"), name="other")]
+    assert "not built with" in fused_update_unsupported(adam, other)
+    # The training loop then uses Keras's own update and logs why.
+    from ac_keras.trainer import make_apply_gradients
+
+    with caplog.at_level("INFO", logger="ac_keras"):
+        apply = make_apply_gradients(optimizer, variables, fused=True)
+    assert apply == optimizer.apply
+    assert "no slot list _momentums" in caplog.text
+    assert make_apply_gradients(adam, variables, fused=False) == adam.apply

@@ -48,7 +48,7 @@ def base_config(data_dir, **overrides):
         "top_k": 3,
     }
     values.update(overrides)
-    return ac_config.validate(ac_config.Config(**values))
+    return ac_config.validate(ac_config.Config.from_values(**values))
 
 
 def search_settings(config, tuner_dir, **overrides):

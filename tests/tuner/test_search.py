@@ -14,6 +14,7 @@ import pytest
 from absl import flags
 
 from ac_keras import config as ac_config
+from ac_keras import flags as ac_flags
 from tests.tuner.common import ROOT, SPACE_FLAGS, base_config, search_command, search_settings
 from tuner import report, search
 from tuner import settings as tuner_settings
@@ -46,6 +47,7 @@ def _parse_flagfile(path, *args):
     return flag_values
 
 
+@pytest.mark.slow  # trains three trials, then retrains the best in a subprocess
 def test_random_search_writes_table_plot_and_best_flags_that_train(data_dir, tmp_path):
     config = base_config(data_dir, epochs=1)
     tuner_dir = tmp_path / "tune"
@@ -64,7 +66,7 @@ def test_random_search_writes_table_plot_and_best_flags_that_train(data_dir, tmp
         assert 1e-3 <= float(row["learning_rate"]) <= 3e-2 and 0.0 <= float(row["dropout"]) <= 0.7
         # Each trial trained its own hyperparameters in its own model_dir, through the Trainer.
         model_dir = tuner_dir / PROJECT_DIR / f"trial_{row['trial']}" / "execution_0"
-        trained = json.loads((model_dir / "config.json").read_text())
+        trained = ac_config.flat_config_dict(json.loads((model_dir / "config.json").read_text()))
         assert dict(trained["cluster_sizes"]) == {
             "rgb": int(row["cluster_size_rgb"]),
             "audio": int(row["cluster_size_audio"]),
@@ -77,14 +79,15 @@ def test_random_search_writes_table_plot_and_best_flags_that_train(data_dir, tmp
 
     best_row = max(rows, key=lambda row: float(row["top1"]))
     best_flags = tuner_dir / report.BEST_FLAGS
-    retrain = ac_config.from_flags(_parse_flagfile(best_flags))
-    assert retrain.cluster_size_map == {
+    retrain = ac_flags.config_from_flags(_parse_flagfile(best_flags))
+    assert dict(retrain.model.cluster_sizes) == {
         "rgb": int(best_row["cluster_size_rgb"]),
         "audio": int(best_row["cluster_size_audio"]),
     }
-    assert retrain.weighting == best_row["weighting"]
-    assert retrain.model_dir == str(tuner_dir / "best_run")
-    assert retrain.epochs == config.epochs and retrain.train_data == config.train_data
+    assert retrain.model.weighting == best_row["weighting"]
+    assert retrain.runtime.model_dir == str(tuner_dir / "best_run")
+    assert retrain.training.epochs == config.training.epochs
+    assert retrain.data.train_data == config.data.train_data
 
     result = subprocess.run(
         [sys.executable, "-m", "ac_keras.train", f"--flagfile={best_flags}", "--epochs=1", "--noexport"],
@@ -98,6 +101,7 @@ def test_random_search_writes_table_plot_and_best_flags_that_train(data_dir, tmp
     assert (tuner_dir / "best_run" / "best" / "model.keras").exists()
 
 
+@pytest.mark.slow  # a search in a subprocess, killed and resumed
 def test_search_killed_after_its_first_trial_resumes_without_repeating_it(data_dir, tmp_path):
     # Hyperband with max_epochs 2 and factor 2: two 1-epoch trials, then the better one continues to epoch 2
     # from its checkpoint; so the resume also carries Hyperband's bracket state over the kill.
@@ -156,18 +160,29 @@ def test_search_killed_after_its_first_trial_resumes_without_repeating_it(data_d
     assert [row["epochs"] for row in rows] == ["1", "1", "2"]
 
 
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _reserve_port():
+    """A bound, not listening, SO_REUSEPORT socket on a free port; keep it open while the chief runs.
+
+    Picking a port and closing the socket before the chief binds it is a race: another process can take the
+    port in between. The chief's gRPC server binds with SO_REUSEPORT (gRPC's default on Linux), so it can
+    share this reservation, while every other bind of the port (without SO_REUSEPORT, or of another user)
+    fails and the kernel hands it to no one as a free port. The reservation does not listen, so all
+    connections go to the chief.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
+@pytest.mark.slow  # a chief and two worker processes
 def test_chief_and_two_workers_run_each_trial_once(data_dir, tmp_path):
     config = base_config(data_dir, epochs=1)
     tuner_dir = tmp_path / "tune"
     max_trials = 3
     command = search_command(config, tuner_dir, f"--max_trials={max_trials}", "--num_tuner_workers=2")
-    port = _free_port()
+    reservation = _reserve_port()
+    port = reservation.getsockname()[1]
     processes = {}
     logs = {}
     try:
@@ -191,6 +206,7 @@ def test_chief_and_two_workers_run_each_trial_once(data_dir, tmp_path):
             if process.poll() is None:
                 process.kill()
                 process.wait()
+        reservation.close()
     outputs = {tuner_id: path.read_text() for tuner_id, path in logs.items()}
     for tuner_id, process in processes.items():
         assert process.returncode == 0, f"{tuner_id}:\n{outputs[tuner_id][-3000:]}"

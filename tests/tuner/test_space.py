@@ -10,7 +10,7 @@ import tensorflow as tf
 from absl import flags
 
 from ac_keras import config as ac_config
-from ac_keras import training
+from ac_keras.task import Task
 from tests.tuner.common import SPACE, base_config
 from tuner import settings as tuner_settings
 from tuner.hypermodel import AttentionClusterHyperModel
@@ -95,15 +95,17 @@ def test_build_uses_the_training_model_builder(data_dir):
     )
     model = hypermodel.build(hp)
     trial_config = hypermodel.config_for(hp)
-    assert trial_config.cluster_size_map == {"rgb": 4, "audio": 2}
-    assert (trial_config.weighting, trial_config.shift, trial_config.dropout) == ("fc2", False, 0.3)
-    assert trial_config.learning_rate == hp.values["learning_rate"]
-    reference = training.model_from_config(trial_config)
+    model_config = trial_config.model
+    assert dict(model_config.cluster_sizes) == {"rgb": 4, "audio": 2}
+    assert (model_config.weighting, model_config.shift, model_config.dropout) == ("fc2", False, 0.3)
+    assert trial_config.training.learning_rate == hp.values["learning_rate"]
+    reference = Task(trial_config).build_model()
     assert [w.shape for w in model.weights] == [w.shape for w in reference.weights]
     assert [layer.name for layer in model.layers] == [layer.name for layer in reference.layers]
     assert model.get_layer("dropout").rate == pytest.approx(0.3)
 
 
+@pytest.mark.slow  # trains a trial for two epochs, twice
 def test_trial_stops_early_and_a_rerun_does_not_train_again(data_dir, tmp_path):
     # A zero-ish learning rate keeps the validation metric flat, so patience 1 stops after epoch 2 of 5.
     config = base_config(data_dir, learning_rate=1e-12, epochs=5, model_dir=str(tmp_path / "trial"))

@@ -105,7 +105,7 @@ def _stats_file(path, modalities):
 
 def test_config_builds_the_centering_from_the_stats_file(tmp_path):
     from ac_keras import config as ac_config
-    from ac_keras import training
+    from ac_keras.task import Task
 
     stats = _stats_file(
         tmp_path / "stats.json", {"rgb": {"mean": [1.0, 2.0, 3.0, 4.0]}, "audio": {"mean": [5.0, 6.0]}}
@@ -117,16 +117,14 @@ def test_config_builds_the_centering_from_the_stats_file(tmp_path):
         "cluster_sizes": (("rgb", 2), ("audio", 2)),
         "num_classes": 3,
     }
-    config = ac_config.validate(ac_config.Config(**base, stats=stats, center_features=True))
-    model = training.model_from_config(config)
+    config = ac_config.validate(ac_config.Config.from_values(**base, stats=stats, center_features=True))
+    model = Task(config).build_model()
     np.testing.assert_array_equal(model.get_layer("rgb_centering").mean.numpy(), [1, 2, 3, 4])
     np.testing.assert_array_equal(model.get_layer("audio_centering").mean.numpy(), [5, 6])
-    plain = training.model_from_config(ac_config.validate(ac_config.Config(**base, stats=stats)))
+    plain = Task(ac_config.validate(ac_config.Config.from_values(**base, stats=stats))).build_model()
     assert not [layer for layer in plain.layers if layer.name.endswith("_centering")]
 
     partial = _stats_file(tmp_path / "partial.json", {"rgb": {"mean": [1.0, 2.0, 3.0, 4.0]}})
-    config = ac_config.validate(ac_config.Config(**base, stats=partial, center_features=True))
-    with pytest.raises(
-        ValueError, match=r"--center_features with --stats=.*partial.json: .*no mean for modality 'audio'"
-    ):
-        training.model_from_config(config)
+    config = ac_config.validate(ac_config.Config.from_values(**base, stats=partial, center_features=True))
+    with pytest.raises(ValueError, match=r"partial.json: .*no mean for modality 'audio'"):
+        Task(config)

@@ -1,0 +1,145 @@
+"""What a run leaves in its model_dir and how later commands load it.
+
+    <model_dir>/config.json          the run's `Config` (`Config.to_json`)
+    <model_dir>/checkpoints/         step and epoch checkpoints (`ac_keras.trainer`)
+    <model_dir>/best/model.keras     the best model by the evaluation metric
+    <model_dir>/best/metrics.json    its metrics, epoch and step
+    <model_dir>/train/, eval/        TensorBoard logs
+
+Every file is written to a temporary name and renamed into place, so an interrupted run never leaves a
+half-written one. `load_predictor` gives evaluation and prediction one function from features to
+probabilities, from the best model of a model_dir or from an exported SavedModel.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ac_keras import schema
+
+CHECKPOINT_SUBDIR = "checkpoints"
+BEST_SUBDIR = "best"
+BEST_MODEL_FILE = "model.keras"
+BEST_METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.json"
+# The exported SavedModel's signature that takes dense features (ac_keras.export writes it).
+FEATURES_SIGNATURE = "predict_features"
+NUM_FRAMES_SUFFIX = "_num_frames"
+
+
+def write_text_atomically(path, text):
+    """Writes `text` to `path` through a temporary file renamed into place."""
+    temporary = f"{path}.tmp"
+    with tf.io.gfile.GFile(temporary, "w") as handle:
+        handle.write(text)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def write_config(model_dir, config):
+    """Writes `config.json` into `model_dir` (created if needed)."""
+    tf.io.gfile.makedirs(model_dir)
+    write_text_atomically(os.path.join(model_dir, CONFIG_FILE), config.to_json())
+
+
+def read_config(model_dir):
+    """The loaded `config.json` of `model_dir` as a dict, or None when there is none."""
+    path = os.path.join(model_dir, CONFIG_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as handle:
+        return json.loads(handle.read())
+
+
+def best_model_path(model_dir):
+    return os.path.join(model_dir, BEST_SUBDIR, BEST_MODEL_FILE)
+
+
+def write_best_model(model_dir, model, record):
+    """Saves `model` as the best model of `model_dir` with its `record` (metrics, epoch, step)."""
+    best_dir = os.path.join(model_dir, BEST_SUBDIR)
+    tf.io.gfile.makedirs(best_dir)
+    temporary = os.path.join(best_dir, f".{BEST_MODEL_FILE}.tmp.keras")
+    model.save(temporary)
+    tf.io.gfile.rename(temporary, best_model_path(model_dir), overwrite=True)
+    write_text_atomically(os.path.join(best_dir, BEST_METRICS_FILE), json.dumps(record, indent=2))
+
+
+def load_best_model(model_dir):
+    """Loads `<model_dir>/best/model.keras`, the best model by the evaluation metric.
+
+    Raises:
+        FileNotFoundError: there is none (the message says how to get one).
+    """
+    path = best_model_path(model_dir)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(
+            f"No best model at {path}: train with --eval_data so the best checkpoint is kept, or pass "
+            "--saved_model."
+        )
+    return keras.models.load_model(path)
+
+
+def best_or_final_model(model_dir, model, task):
+    """The best model of `model_dir` when one was kept, else a plain copy of `model` (built by `task`).
+
+    The copy is built outside any distribution strategy, for export and prediction.
+    """
+    if tf.io.gfile.exists(best_model_path(model_dir)):
+        return load_best_model(model_dir)
+    with tf.distribute.get_strategy().scope():
+        copy = task.build_model()
+    copy.set_weights([np.asarray(weight) for weight in model.get_weights()])
+    return copy
+
+
+def load_predictor(model_dir=None, saved_model=None):
+    """A function from a features dict (ragged per modality) to float32 class probabilities.
+
+    Args:
+        model_dir: training directory; its best model (`best/model.keras`) is used.
+        saved_model: path of an exported SavedModel version; takes precedence over `model_dir`. It runs
+            through its `predict_features` signature, as a client of TF Serving would.
+
+    Raises:
+        FileNotFoundError: the SavedModel or the best model does not exist.
+        ValueError: neither is given, or the SavedModel lacks the `predict_features` signature.
+    """
+    if saved_model:
+        return _saved_model_predictor(saved_model)
+    if not model_dir:
+        raise ValueError("Give --model_dir (its best model is used) or --saved_model.")
+    model = load_best_model(model_dir)
+
+    @tf.function(reduce_retracing=True)
+    def predict_keras(features):
+        inputs = {name: value for name, value in features.items() if name != schema.VIDEO_ID_KEY}
+        return tf.cast(model(inputs, training=False), tf.float32)
+
+    return predict_keras
+
+
+def _saved_model_predictor(saved_model):
+    if not tf.io.gfile.exists(saved_model):
+        raise FileNotFoundError(f"--saved_model {saved_model!r} does not exist.")
+    loaded = tf.saved_model.load(saved_model)
+    if FEATURES_SIGNATURE not in loaded.signatures:
+        raise ValueError(
+            f"SavedModel {saved_model!r} has no {FEATURES_SIGNATURE!r} signature "
+            f"(found {sorted(loaded.signatures)}); export it with `python -m ac_keras.export`."
+        )
+    signature = loaded.signatures[FEATURES_SIGNATURE]
+
+    def predict_saved(features):
+        inputs = {}
+        for name, frames in features.items():
+            if name == schema.VIDEO_ID_KEY:
+                continue
+            inputs[name] = frames.to_tensor()
+            inputs[name + NUM_FRAMES_SUFFIX] = tf.cast(frames.row_lengths(), tf.int32)
+        return signature(**inputs)["probabilities"]
+
+    predict_saved.loaded = loaded  # keep the SavedModel's resources alive
+    return predict_saved

