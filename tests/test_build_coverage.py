@@ -7,6 +7,10 @@ path segment, `**` across any number of them, no descent into subpackages). Then
 - every .py file under ac_keras/, tfrecords/, tuner/ and tests/ is in the srcs of a py_library, py_binary or
   py_test;
 - every tests/**/test_*.py file has its own py_test, which runs it under pytest;
+- the tests marked `pytest.mark.slow` are exactly those of the targets tagged "slow" (TEST_OPTIONS in BUILD),
+  so `bazel test --test_tag_filters=-slow //...` runs what `pytest -m "not slow"` runs, and `//...` runs
+  every test once;
+- the Bazel-only smoke test runs every py_binary's --help;
 - every module with an `if __name__ == "__main__":` block (a `python -m` command) has a py_binary running it;
 - every file that a target names outright exists.
 """
@@ -15,6 +19,7 @@ import ast
 import os
 import pathlib
 import re
+import shlex
 
 import pytest
 
@@ -23,6 +28,7 @@ CHECKED_DIRS = ("ac_keras", "tfrecords", "tuner", "tests")
 BUILD_NAMES = ("BUILD.bazel", "BUILD")
 PY_RULES = ("py_library", "py_binary", "py_test")
 PYTEST_RUNNER = "//third_party/bazel_offline:pytest_runner.py"
+SMOKE_TEST = "//third_party/bazel_offline:entry_points_smoke_test.py"
 
 
 def _build_file(directory):
@@ -258,3 +264,77 @@ def test_named_files_exist(targets):
                 assert (ROOT / path).exists(), (
                     f"{target.get('name', target['kind'])}: {attribute} {label} is missing"
                 )
+
+
+def _slow_marking(source, filename="<test file>"):
+    """ "all" (a module-level `pytestmark` with pytest.mark.slow), "some" (other slow marks) or None."""
+    tree = ast.parse(source, filename)
+
+    def marks_slow(node):
+        return any(
+            isinstance(child, ast.Attribute)
+            and child.attr == "slow"
+            and isinstance(child.value, ast.Attribute)
+            and child.value.attr == "mark"
+            for child in ast.walk(node)
+        )
+
+    for statement in tree.body:
+        names = []
+        if isinstance(statement, ast.Assign):
+            names = [target.id for target in statement.targets if isinstance(target, ast.Name)]
+        elif isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
+            names = [statement.target.id]
+        if "pytestmark" in names and statement.value is not None and marks_slow(statement.value):
+            return "all"
+    return "some" if marks_slow(tree) else None
+
+
+def _marker_expression(target):
+    """The `-m` expression a py_test passes to pytest (Bazel tokenizes `args` like a shell), or None."""
+    tokens = [token for argument in target.get("args", []) for token in shlex.split(argument)]
+    return tokens[tokens.index("-m") + 1] if "-m" in tokens else None
+
+
+def test_slow_marking_is_read_from_the_source():
+    assert _slow_marking("import pytest\npytestmark = pytest.mark.slow\n") == "all"
+    assert _slow_marking("import pytest\npytestmark = [pytest.mark.slow, pytest.mark.xfail]\n") == "all"
+    assert _slow_marking("import pytest\n@pytest.mark.slow\ndef test_a():\n    pass\n") == "some"
+    assert _slow_marking("import pytest\nP = [pytest.param(1, marks=pytest.mark.slow)]\n") == "some"
+    unmarked = "import pytest\n@pytest.mark.parametrize('slow', [1])\ndef test_a(slow):\n    pass\n"
+    assert _slow_marking(unmarked) is None
+
+
+def test_slow_tags_follow_the_slow_markers(targets):
+    expected_by_marking = {
+        None: [(None, False)],
+        "all": [(None, True)],
+        "some": [("not slow", False), ("slow", True)],
+    }
+    options = {
+        None: "no entry in TEST_OPTIONS (or no \"slow\" in it)",
+        "all": '"slow": "all" in TEST_OPTIONS',
+        "some": '"slow": "some" in TEST_OPTIONS',
+    }
+    runs = {}
+    for target in _py_targets(targets, ("py_test",)):
+        if target.get("main") != PYTEST_RUNNER:
+            continue
+        path = target["args"][0]  # the test file the runner runs
+        runs.setdefault(path, []).append((_marker_expression(target), "slow" in target.get("tags", [])))
+    for path in sorted(runs):
+        marking = _slow_marking((ROOT / path).read_text(), path)
+        assert sorted(runs[path], key=str) == sorted(expected_by_marking[marking], key=str), (
+            f"{path}: {'no' if marking is None else marking} of its tests are marked pytest.mark.slow, "
+            f"so BUILD needs {options[marking]}; its py_test targets run (-m, tagged slow): {runs[path]}"
+        )
+
+
+def test_smoke_test_runs_every_binary(targets):
+    smoke = [target for target in _py_targets(targets, ("py_test",)) if target.get("main") == SMOKE_TEST]
+    assert len(smoke) == 1, "BUILD needs one py_test running the entry points' smoke test"
+    binaries = {target["name"] for target in _py_targets(targets, ("py_binary",)) if target["package"] == ""}
+    assert {label.lstrip(":") for label in smoke[0].get("data", [])} >= binaries
+    checked = {re.match(r"\$\(rootpath :(\w+)\)=\w+\Z", argument) for argument in smoke[0].get("args", [])}
+    assert None not in checked, smoke[0]["args"]
+    assert {match.group(1) for match in checked} == binaries

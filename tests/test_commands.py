@@ -22,6 +22,7 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.slow  # one Python process per command, each importing TensorFlow
 @pytest.mark.parametrize("module", COMMANDS)
 def test_help_exits_zero(module):
     result = subprocess.run(

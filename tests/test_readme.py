@@ -32,6 +32,18 @@ def test_ci_runs_the_readme_test_command():
     assert test_command in ci_lines
 
 
+def test_ci_runs_each_test_once():
+    """CI runs the README's pytest command; Bazel only builds, and runs its smoke test, none of tests/."""
+    commands = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert sum("pytest" in command for command in commands) == 1, commands
+    bazel = [command for command in commands if "bazel" in command]
+    assert bazel == [".ci/bazel.sh build //...", ".ci/bazel.sh test //:entry_points_smoke_test"], bazel
+
+
 def test_readme_main_command_installs_requirements():
     setup = next(block.strip() for block in _code_blocks("bash") if "requirements.txt" in block)
     assert "pip install -r requirements.txt" in setup

@@ -273,6 +273,7 @@ SERVE_WITHOUT_AC_KERAS = BLOCK_AC_KERAS + textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_export_and_serve_without_ac_keras(tmp_path):
     rng = np.random.default_rng(0)
     arrays = {

@@ -110,6 +110,7 @@ def test_config_is_frozen():
         config.training = ac_config.TrainingConfig()
 
 
+@pytest.mark.slow
 def test_train_cli_rejects_bad_flag_before_reading_data(tmp_path):
     result = subprocess.run(
         [

@@ -1,6 +1,13 @@
+"""The synthetic demo (`python -m ac_keras.demo`) trains and shows attention beating averaging."""
+
 import re
 import subprocess
 import sys
+
+import pytest
+
+# Trains two models for 8 epochs in a subprocess.
+pytestmark = pytest.mark.slow
 
 
 def test_demo_attention_beats_average_and_chance():

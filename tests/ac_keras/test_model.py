@@ -82,6 +82,10 @@ def test_mixed_precision_model():
     probabilities = model(_inputs())
     assert probabilities.dtype == tf.float32
     np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, rtol=1e-3)
+    # The same weights in float32 give the same probabilities, to float16's precision (layer_test_utils).
+    reference = build_model(FEATURES, 4, num_classes=5)
+    reference.set_weights(model.get_weights())
+    np.testing.assert_allclose(probabilities.numpy(), reference(_inputs()).numpy(), rtol=1e-2, atol=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -126,6 +130,7 @@ def _fit_toy(strategy):
     return history.history
 
 
+@pytest.mark.slow  # 8 epochs of 16 steps
 @pytest.mark.parametrize("strategy_name", ["default", "mirrored"])
 def test_tiny_model_learns_toy_problem(strategy_name):
     if strategy_name == "mirrored":

@@ -83,6 +83,7 @@ def test_convert_npz_and_csv_reads_back_equal(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_convert_npy_dirs_in_parallel_workers_with_overwrite(tmp_path, capfd):
     csv_path, npz_dir, videos = write_npz_dataset(tmp_path, num_videos=4, seed=1)
     audio_dir = tmp_path / "audio_npy"
@@ -227,6 +228,7 @@ print("@@codes", json.dumps(codes), flush=True)
 """
 
 
+@pytest.mark.slow
 def test_command_lines_show_help_and_inspect_runs(tmp_path):
     videos = records.random_videos(FEATURES, 1, num_classes=4, min_frames=2, max_frames=2, seed=3)
     path = records.write_videos(tmp_path, videos)[0]

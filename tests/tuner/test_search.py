@@ -15,7 +15,14 @@ from absl import flags
 
 from ac_keras import config as ac_config
 from ac_keras import flags as ac_flags
-from tests.tuner.common import ROOT, SPACE_FLAGS, base_config, search_command, search_settings
+from tests.tuner.common import (
+    MAJORITY_TOP1,
+    ROOT,
+    SPACE_FLAGS,
+    base_config,
+    search_command,
+    search_settings,
+)
 from tuner import report, search
 from tuner import settings as tuner_settings
 
@@ -58,7 +65,6 @@ def test_random_search_writes_table_plot_and_best_flags_that_train(data_dir, tmp
     assert [row["trial"] for row in rows] == ["0", "1", "2"]
     assert {row["status"] for row in rows} == {"COMPLETED"}
     for row in rows:
-        assert 0.0 <= float(row["top1"]) <= 1.0
         assert float(row["seconds"]) > 0
         assert int(row["best_epoch"]) == int(row["epochs"]) == 1
         assert int(row["cluster_size_rgb"]) in (1, 2, 4) and int(row["cluster_size_audio"]) in (1, 2)
@@ -73,11 +79,18 @@ def test_random_search_writes_table_plot_and_best_flags_that_train(data_dir, tmp
         }
         assert trained["weighting"] == row["weighting"]
         assert (model_dir / "best" / "model.keras").exists()
+        # The table holds the score of the trial's best epoch, as its training wrote it.
+        best_metrics = json.loads((model_dir / "best" / "metrics.json").read_text())
+        assert float(row["top1"]) == pytest.approx(best_metrics["top1"], abs=1e-6)
     markdown = (tuner_dir / report.RESULTS_MD).read_text()
     assert markdown.count("| COMPLETED |") == 3
     assert (tuner_dir / report.PLOT_FILE).read_bytes().startswith(b"\x89PNG")
 
     best_row = max(rows, key=lambda row: float(row["top1"]))
+    # Something was learned: the best trial beats chance (0.25, 4 classes) and the evaluation set's most
+    # frequent class (0.29) clearly. 0.36 is 46 of the 128 videos, 2.9 standard deviations above what guessing
+    # gets (32 +- 4.9); measured: 54 (0.42) for the best of the three 1-epoch trials.
+    assert float(best_row["top1"]) >= 0.36 > MAJORITY_TOP1, rows
     best_flags = tuner_dir / report.BEST_FLAGS
     retrain = ac_flags.config_from_flags(_parse_flagfile(best_flags))
     assert dict(retrain.model.cluster_sizes) == {

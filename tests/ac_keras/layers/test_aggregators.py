@@ -14,7 +14,12 @@ from ac_keras.layers import (
     TemporalInceptionAggregator,
     TSLSTMAggregator,
 )
-from tests.ac_keras.layers.layer_test_utils import ragged_frames, run_layer_test
+from tests.ac_keras.layers.layer_test_utils import (
+    MIXED_POLICIES,
+    assert_close_to_float32,
+    ragged_frames,
+    run_layer_test,
+)
 
 DIM = 3
 # One instance per aggregator, small enough for a CPU test.
@@ -59,9 +64,8 @@ def test_layer_without_weights(name, tmp_path):
     path = tmp_path / f"{name}.keras"
     model.save(path)
     np.testing.assert_array_equal(model(frames).numpy(), keras.models.load_model(path)(frames).numpy())
-    for policy in ("mixed_float16", "mixed_bfloat16"):
-        output = layer_cls(**kwargs, dtype=policy)(frames)
-        assert output.dtype == tf.as_dtype(policy.split("_")[1])
+    for policy in MIXED_POLICIES:
+        assert_close_to_float32(layer_cls(**kwargs, dtype=policy)(frames), layer(frames), policy)
 
 
 def test_average_matches_numpy_and_ignores_order():

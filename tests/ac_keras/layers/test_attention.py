@@ -4,7 +4,12 @@ import tensorflow as tf
 
 from ac_keras.layers import AttentionUnit
 from tests.ac_keras.layers import reference
-from tests.ac_keras.layers.layer_test_utils import ragged_frames, run_layer_test
+from tests.ac_keras.layers.layer_test_utils import (
+    MIXED_POLICIES,
+    assert_close_to_float32,
+    ragged_frames,
+    run_layer_test,
+)
 
 
 def _randomize(layer, seed):
@@ -146,5 +151,6 @@ def test_average_layer_contract():
     layer = AttentionUnit(num_units=3, weighting="average")
     assert AttentionUnit.from_config(layer.get_config()).get_config() == layer.get_config()
     assert tuple(layer(frames).shape) == (3, 3, 5)
-    mixed = AttentionUnit(num_units=3, weighting="average", dtype="mixed_float16")
-    assert mixed(frames).dtype == tf.float16
+    for policy in MIXED_POLICIES:
+        mixed = AttentionUnit(num_units=3, weighting="average", dtype=policy)
+        assert_close_to_float32(mixed(frames), layer(frames), policy)

@@ -89,7 +89,10 @@ def test_training_path_matches_inference_path_and_its_gradients():
             loss = tf.reduce_sum(output * tf.range(7, dtype=tf.float32))
         results[training] = (output, *tape.gradient(loss, [values, layer.alpha, layer.beta]))
     for fused, plain in zip(results[True], results[False], strict=True):
-        np.testing.assert_allclose(fused.numpy(), plain.numpy(), rtol=1e-5, atol=1e-6)
+        # The alpha and beta gradients are sums over batch and dim, added in another order by the XLA
+        # kernel: a small sum of large terms differs by a few float32 ulps of the terms, not of the sum.
+        scale = max(1.0, float(np.abs(plain.numpy()).max()))
+        np.testing.assert_allclose(fused.numpy(), plain.numpy(), rtol=1e-5, atol=1e-6 * scale)
     alpha, beta = layer.alpha.numpy().astype("float64"), layer.beta.numpy().astype("float64")
     for video in range(3):
         expected = reference.shift_normalize(values.numpy()[video].astype("float64"), alpha, beta)
