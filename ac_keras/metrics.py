@@ -505,7 +505,7 @@ class MultiLabelMetrics:
             self._all_positives.append(positives)
         else:
             flat_bins = _score_bins(scores, self.map_bins) + (np.arange(self.num_classes) * self.map_bins)
-            # A uint32 increment keeps np.add.at on its fast path (a Python int is ~10x slower).
+            # A uint32 increment keeps np.add.at on its fast path (a Python int takes a slow generic one).
             one = np.uint32(1)
             np.add.at(self._map_all_counts.reshape(-1), flat_bins.ravel(), one)
             np.add.at(self._map_positive_counts.reshape(-1), flat_bins[positives], one)
