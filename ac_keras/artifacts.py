@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from ac_keras import schema
+from ac_keras.errors import ConfigMismatchError, DataError, MissingDataError, UsageError
 
 CHECKPOINT_SUBDIR = "checkpoints"
 BEST_SUBDIR = "best"
@@ -53,6 +54,28 @@ def read_config(model_dir):
         return json.loads(handle.read())
 
 
+def check_same_run(model_dir, config):
+    """Refuses to continue a model_dir whose config.json holds other settings than `config`'s.
+
+    Raises:
+        ConfigMismatchError: naming each differing setting with the saved and the new value.
+    """
+    from ac_keras import config as ac_config
+
+    saved = read_config(model_dir)
+    if saved is None:
+        return
+    changed = ac_config.differences(saved, config)
+    if changed:
+        lines = "\n".join(f"  --{name}: {old} in the run, {new} now" for name, old, new in changed)
+        raise ConfigMismatchError(
+            f"--model_dir {model_dir} holds a run with other settings ({CONFIG_FILE}):\n{lines}\n"
+            "Resume it with the same settings, or train into a new --model_dir. Settings that may change "
+            "between runs: --epochs, --eval_data, --eval_frames, --skip_corrupt, --skip_nonfinite and the "
+            "runtime flags (docs/training.md)."
+        )
+
+
 def best_model_path(model_dir):
     return os.path.join(model_dir, BEST_SUBDIR, BEST_MODEL_FILE)
 
@@ -75,7 +98,7 @@ def load_best_model(model_dir):
     """
     path = best_model_path(model_dir)
     if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"No best model at {path}: train with --eval_data so the best checkpoint is kept, or pass "
             "--saved_model."
         )
@@ -110,7 +133,7 @@ def load_predictor(model_dir=None, saved_model=None):
     if saved_model:
         return _saved_model_predictor(saved_model)
     if not model_dir:
-        raise ValueError("Give --model_dir (its best model is used) or --saved_model.")
+        raise UsageError("Give --model_dir (its best model is used) or --saved_model.")
     model = load_best_model(model_dir)
 
     @tf.function(reduce_retracing=True)
@@ -123,10 +146,10 @@ def load_predictor(model_dir=None, saved_model=None):
 
 def _saved_model_predictor(saved_model):
     if not tf.io.gfile.exists(saved_model):
-        raise FileNotFoundError(f"--saved_model {saved_model!r} does not exist.")
+        raise MissingDataError(f"--saved_model {saved_model!r} does not exist.")
     loaded = tf.saved_model.load(saved_model)
     if FEATURES_SIGNATURE not in loaded.signatures:
-        raise ValueError(
+        raise DataError(
             f"SavedModel {saved_model!r} has no {FEATURES_SIGNATURE!r} signature "
             f"(found {sorted(loaded.signatures)}); export it with `python -m ac_keras.export`."
         )

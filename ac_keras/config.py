@@ -14,6 +14,7 @@ import json
 
 from ac_keras import schema
 from ac_keras.data.stats import MISSING_MODALITY
+from ac_keras.errors import UsageError
 from ac_keras.layers.aggregators import AGGREGATORS
 from ac_keras.layers.attention import WEIGHTINGS
 from ac_keras.schema import LABEL_MODES
@@ -23,7 +24,7 @@ STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A flag has a bad value; the message names the flag and what is allowed."""
 
 
@@ -44,6 +45,7 @@ class DataConfig:
         class_balance: weight each training sample by 1/S for its class (needs stats).
         shuffle_buffer: records in the training shuffle buffer.
         skip_corrupt: skip the rest of a corrupt TFRecord file instead of failing.
+        skip_nonfinite: skip videos with NaN/Inf float features instead of failing.
     """
 
     train_data: str | None = None
@@ -58,6 +60,7 @@ class DataConfig:
     class_balance: bool = False
     shuffle_buffer: int = 4096
     skip_corrupt: bool = False
+    skip_nonfinite: bool = False
 
     @property
     def feature_specs(self):
@@ -160,6 +163,10 @@ RUNTIME_FIELDS = (
     "fused_shift",
 )
 
+# Fields a run may change when it resumes from a model_dir's checkpoint (docs/training.md); any other
+# difference from the model_dir's config.json is refused before anything is restored.
+RESUMABLE_FIELDS = (*RUNTIME_FIELDS, "epochs", "eval_data", "eval_frames", "skip_corrupt", "skip_nonfinite")
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -229,6 +236,28 @@ class Config:
             else:
                 lines.append(f"--{name}={value}")
         return "\n".join(lines) + "\n"
+
+
+def _flag_value(name, value):
+    if isinstance(value, list | tuple) and value and isinstance(value[0], list | tuple):
+        return ",".join(f"{key}:{size}" for key, size in value)
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def differences(saved, config, allowed=RESUMABLE_FIELDS):
+    """[(flag, saved value, new value)] of the settings in which `config` differs from a saved config.json.
+
+    Fields in `allowed`, and fields the saved file does not hold (it predates them), are not compared.
+    """
+    saved = flat_config_dict(saved)
+    current = json.loads(json.dumps(config.flat()))
+    return [
+        (name, _flag_value(name, saved[name]), _flag_value(name, value))
+        for name, value in current.items()
+        if name not in allowed and name in saved and saved[name] != value
+    ]
 
 
 def flat_config_dict(saved):

@@ -8,6 +8,10 @@ Average baseline on the same data and prints held-out top-1 accuracy for both, b
 a paper benchmark: Flash-MNIST (paper section 4) is.
 """
 
+from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads
+
+cli.quiet_console(__name__)
+
 import os
 import time
 
@@ -18,7 +22,6 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
-from ac_keras import cli  # noqa: E402
 from ac_keras.model import build_model  # noqa: E402
 
 DEMO_FEATURES = {"rgb": 16, "audio": 8}

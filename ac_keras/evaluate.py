@@ -5,12 +5,16 @@ field's metrics (single-label: top1, top5, mean_class_accuracy; multi-label: gap
 them and writes them as JSON.
 """
 
+from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads
+
+cli.quiet_console(__name__)
+
 import json
 
 import tensorflow as tf
 from absl import app, flags
 
-from ac_keras import artifacts, cli, evaluation
+from ac_keras import artifacts, evaluation
 from ac_keras import flags as ac_flags
 from ac_keras.task import Task
 

@@ -17,6 +17,10 @@ place, so a server watching `export_dir` never sees a half-written model. `asset
 tf_serving_warmup_requests` holds a few `PredictionLog` warm-up requests for TF Serving.
 """
 
+from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads
+
+cli.quiet_console(__name__)
+
 import os
 import re
 
@@ -149,7 +153,7 @@ def main(argv):
     """`python -m ac_keras.export --flagfile=F --model_dir=D --export_dir=E`: exports the best model of D."""
     from absl import app
 
-    from ac_keras import artifacts, cli
+    from ac_keras import artifacts
     from ac_keras.task import Task
 
     config = cli.config_from_argv(argv, need_train_data=False)
@@ -163,7 +167,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from ac_keras import cli
     from ac_keras import flags as _flags  # noqa: F401  (defines the flags)
 
     cli.run(main)

@@ -41,6 +41,9 @@ flags.DEFINE_enum(
 flags.DEFINE_bool("class_balance", False, "Weight each training sample by 1/S for its class (needs --stats).")
 flags.DEFINE_integer("shuffle_buffer", 4096, "Shuffle buffer of the training records.")
 flags.DEFINE_bool("skip_corrupt", False, "Skip the rest of a corrupt TFRecord file instead of failing.")
+flags.DEFINE_bool(
+    "skip_nonfinite", False, "Skip videos whose float features hold NaN or Inf instead of failing."
+)
 # Model.
 flags.DEFINE_string("cluster_sizes", "32", "N per modality as name:N pairs (rgb:64,audio:32) or one N.")
 flags.DEFINE_enum("weighting", "fc1", WEIGHTINGS, "Attention weighting function (paper Eqs. 3-5).")

@@ -4,10 +4,14 @@ The CSV has the YouTube-8M submission format: a header `VideoId,LabelConfidenceP
 with `--top_k` space-separated `class score` pairs, best first.
 """
 
+from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads
+
+cli.quiet_console(__name__)
+
 import tensorflow as tf
 from absl import app, flags
 
-from ac_keras import artifacts, cli, schema
+from ac_keras import artifacts, schema
 from ac_keras import flags as ac_flags
 from ac_keras.task import Task
 

@@ -100,6 +100,7 @@ class Task:
             label_mode=data.label_mode,
             missing_fill=self.stats.missing_fill,
             skip_corrupt=data.skip_corrupt,
+            skip_nonfinite=data.skip_nonfinite,
             **options,
         )
 

@@ -4,10 +4,13 @@ Flags are defined once in `ac_keras.flags`; a flagfile sets them and later comma
 Running the same command again after an interruption resumes from the last checkpoint in `--model_dir`.
 """
 
+from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads
+
+cli.quiet_console(__name__)
+
 import tensorflow as tf
 from absl import app, flags
 
-from ac_keras import cli
 from ac_keras import flags as ac_flags
 from ac_keras.export import export_saved_model, first_records
 from ac_keras.task import Task

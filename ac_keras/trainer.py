@@ -13,7 +13,9 @@ ragged inputs under MirroredStrategy, so ac_keras trains with one loop of its ow
 - after each epoch the evaluation set is scored (`ac_keras.evaluation`), scalars go to TensorBoard under
   `model_dir`, and the best model by the evaluation metric is kept (`ac_keras.artifacts`);
 - a non-finite loss stops training with `TrainingDivergedError` before anything is saved, so the last
-  good checkpoint stays the latest.
+  good checkpoint stays the latest;
+- a model_dir whose `config.json` holds other settings (beyond those a resumed run may change) is refused
+  before anything is restored or written (`artifacts.check_same_run`).
 
 Hooks: `make_train_step()` returns the compiled step; `train(step_fn=..., dataset_fn=...)` runs the loop with
 another step or other data (benchmarks time the real loop this way), and `Callback`s see every step, epoch
@@ -32,6 +34,7 @@ import tensorflow as tf
 from ac_keras import artifacts, evaluation
 from ac_keras import head as head_lib
 from ac_keras import strategy as strategy_lib
+from ac_keras.errors import DataError, UserError
 from ac_keras.model import model_parts
 from ac_keras.optimizers import FusedUpdate, fused_update_unsupported
 
@@ -40,7 +43,7 @@ SUMMARY_EVERY = 10  # steps between TensorBoard step scalars
 log = logging.getLogger("ac_keras")
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(UserError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 
@@ -244,6 +247,7 @@ class Trainer:
                 `train_dataset(epoch, num_workers)`.
         """
         config = self.config
+        artifacts.check_same_run(config.runtime.model_dir, config)
         if self.is_chief:
             artifacts.write_config(config.runtime.model_dir, config)
         if self.checkpoints:
@@ -325,7 +329,10 @@ class Trainer:
             if step % config.runtime.checkpoint_every == 0:
                 self._maybe_save()
         if count_sum == 0 and skip == 0:
-            raise ValueError(f"--train_data {config.data.train_data!r} produced no training batch.")
+            raise DataError(
+                f"--train_data {config.data.train_data!r} produced no training batch (no records, or every "
+                "video skipped)."
+            )
         bar.update(done, finalize=True)
         self.epoch_steps.assign(done)
         self.epoch.assign_add(1)

@@ -5,6 +5,10 @@ shows the weights `a_k` of every attention unit (rows) over the video's frames (
 its labels and the model's top prediction, as in the paper's Figure 5.
 """
 
+from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads
+
+cli.quiet_console(__name__)
+
 import keras
 import matplotlib
 
@@ -13,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from ac_keras import artifacts, cli, schema  # noqa: E402
+from ac_keras import artifacts, schema  # noqa: E402
 from ac_keras import flags as _flags  # noqa: E402, F401  (defines the shared flags)
 from ac_keras.model import model_parts  # noqa: E402
 from ac_keras.task import Task  # noqa: E402

@@ -83,6 +83,11 @@ _SHIFT_MODES = flags.DEFINE_list("shift_modes", ["shift", "noshift"], "shift and
 flags.FLAGS.set_default("center_features", True)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "docs/flash_mnist", "Where the table and figures go.")
 _FIGURE5_VIDEOS = flags.DEFINE_integer("figure5_videos", 4, "Test videos drawn in figure5.png.")
+_PLOT_ONLY = flags.DEFINE_bool(
+    "plot_only",
+    False,
+    "Only redraw figure4.png from the results.json in --output_dir (no data, no training).",
+)
 _AGGREGATORS = flags.DEFINE_list(
     "aggregators",
     [],
@@ -234,19 +239,46 @@ def write_aggregator_table(path, results, metadata, command):
         handle.write("\n".join(lines))
 
 
+WEIGHTING_COLORS = {"fc1": "tab:blue", "fc2": "tab:orange", "average": "tab:gray"}
+
+
 def plot_figure4(path, results):
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for key, cell in sorted(results.items(), key=lambda item: (item[1]["cluster_size"], item[0])):
-        if cell["weighting"] == "average":
-            continue
-        epochs = np.arange(1, len(cell["history"]) + 1)
-        style = "-" if cell["shift"] else "--"
-        axis.plot(epochs, 100 * np.asarray(cell["history"]), style, label=key, linewidth=1.2)
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("test top-1 (%)")
-    axis.set_title("Flash-MNIST: with (solid) and without (dashed) shifting")
-    axis.legend(fontsize=6, ncol=2)
-    axis.grid(alpha=0.3)
+    """Test accuracy per epoch, one panel per N: shift solid, no shift dashed, the weighting by colour."""
+    sizes = sorted({cell["cluster_size"] for cell in results.values()})
+    if not sizes:
+        return
+    columns = min(4, len(sizes))
+    rows = -(-len(sizes) // columns)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(3.4 * columns, 2.8 * rows), sharey=True, squeeze=False
+    )
+    for axis, size in zip(axes.flat, sizes, strict=False):
+        cells = [cell for cell in results.values() if cell["cluster_size"] == size]
+        for cell in sorted(cells, key=lambda cell: (cell["weighting"], not cell["shift"])):
+            epochs = np.arange(1, len(cell["history"]) + 1)
+            axis.plot(
+                epochs,
+                100 * np.asarray(cell["history"]),
+                "-" if cell["shift"] else "--",
+                color=WEIGHTING_COLORS.get(cell["weighting"], "black"),
+                linewidth=1.4,
+                label=f"{cell['weighting']}, {'shift' if cell['shift'] else 'no shift'}",
+            )
+        axis.set_title(f"N = {size}", fontsize=10)
+        axis.set_xlabel("epoch", fontsize=8)
+        axis.grid(alpha=0.3)
+    for axis in axes[:, 0]:
+        axis.set_ylabel("test top-1 (%)")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for axis in axes.flat[len(sizes) :]:
+        axis.axis("off")
+    if len(sizes) < axes.size:  # the legend goes into the first empty panel
+        axes.flat[len(sizes)].legend(handles, labels, loc="center", fontsize=9)
+    else:
+        axes.flat[0].legend(handles, labels, fontsize=7, loc="upper left")
+    figure.suptitle(
+        "Flash-MNIST: with (solid) and without (dashed) shifting; colour = weighting", fontsize=11
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -326,6 +358,13 @@ def grid_cells():
 
 def main(argv):
     del argv
+    if _PLOT_ONLY.value:
+        with open(os.path.join(_OUTPUT_DIR.value, "results.json")) as handle:
+            results = json.load(handle)
+        grid = {key: cell for key, cell in results.items() if key.startswith("N=")}
+        plot_figure4(os.path.join(_OUTPUT_DIR.value, "figure4.png"), grid)
+        print(f"Redrew {os.path.join(_OUTPUT_DIR.value, 'figure4.png')} from {len(grid)} cells.", flush=True)
+        return
     cells = grid_cells()
     os.makedirs(_OUTPUT_DIR.value, exist_ok=True)
     metadata = ensure_dataset(_DATA_DIR.value)

@@ -312,7 +312,7 @@ def test_slow_tags_follow_the_slow_markers(targets):
         "some": [("not slow", False), ("slow", True)],
     }
     options = {
-        None: "no entry in TEST_OPTIONS (or no \"slow\" in it)",
+        None: 'no entry in TEST_OPTIONS (or no "slow" in it)',
         "all": '"slow": "all" in TEST_OPTIONS',
         "some": '"slow": "some" in TEST_OPTIONS',
     }

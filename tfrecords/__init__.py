@@ -6,12 +6,11 @@ schema, reader, `ac_keras.data.writer` and `ac_keras.datasets`); `ac_keras` neve
 
 from collections.abc import Callable
 
-from ac_keras.cli import parse_flags
+from ac_keras import cli
 
 
 def run_command(main: Callable, define_flags: Callable[[], None]) -> None:
-    """Defines a tool's flags and runs it with absl (help exits 0); flags exist only under `__main__`."""
-    from absl import app
-
+    """Defines a tool's flags and runs it as every command runs (`ac_keras.cli.run`: help exits 0, usage and
+    data errors exit 2 with a short message); flags exist only under `__main__`."""
     define_flags()
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main)

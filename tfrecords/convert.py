@@ -11,6 +11,10 @@ Shards are written in parallel (`--num_workers` processes) and never overwrite e
 `--overwrite`.
 """
 
+from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads
+
+cli.quiet_console(__name__)
+
 import concurrent.futures
 import csv
 import io

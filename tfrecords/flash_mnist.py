@@ -23,12 +23,15 @@ Example:
         --videos_per_class_train=100 --videos_per_class_test=10
 """
 
+from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads
+
+cli.quiet_console(__name__)
+
 import time
 from collections.abc import Sequence
 
 from absl import app, flags
 
-from ac_keras import cli
 from ac_keras.datasets.flash_mnist import check_settings, generate_dataset
 
 FLAGS = flags.FLAGS

@@ -6,6 +6,10 @@ Byte-string frames are shown as quantized uint8 (raw range) and dequantized (min
 as they are. Pass --features to check the record against a feature spec.
 """
 
+from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads
+
+cli.quiet_console(__name__)
+
 import numpy as np
 import tensorflow as tf
 from absl import app, flags

@@ -9,6 +9,10 @@ are over all frames of all videos, dequantized; a video-level record counts as o
 lives in `ac_keras.data.stats` (`compute_stats`, `write_stats`); this module is the command line.
 """
 
+from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads
+
+cli.quiet_console(__name__)
+
 from absl import app, flags, logging
 
 from ac_keras.data import stats as data_stats

@@ -8,6 +8,10 @@ resumes: finished trials are kept, an interrupted one continues from its last ch
 them and the distributed (chief/worker) mode.
 """
 
+from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads
+
+cli.quiet_console(__name__)
+
 import json
 import os
 
@@ -15,9 +19,11 @@ import keras_tuner
 import tensorflow as tf
 from absl import app, flags
 
-from ac_keras import cli
 from ac_keras import config as ac_config
+from ac_keras import data as ac_data
 from ac_keras import flags as ac_flags
+from ac_keras.errors import UserError
+from ac_keras.task import Task
 from tuner import report
 from tuner import settings as tuner_settings
 from tuner.hypermodel import AttentionClusterHyperModel
@@ -121,9 +127,23 @@ def make_tuner(config, settings, *, progress=True):
 
 
 def run_search(config, settings, *, progress=True):
-    """Runs (or resumes) the search; returns the tuner. A distributed chief returns once workers are done."""
+    """Runs (or resumes) the search; returns the tuner. A distributed chief returns once workers are done.
+
+    Raises:
+        ac_keras.errors.UserError: bad data or settings (a missing file, a statistics file that does not fit,
+            a bad record), found before the first trial or in one.
+    """
+    # The data and the statistics are checked before any trial, so their errors are the user's messages.
+    Task(config)
+    ac_data.list_files(config.data.train_data)
+    ac_data.list_files(config.data.eval_data)
     tuner = make_tuner(config, settings, progress=progress)
-    tuner.search()
+    try:
+        tuner.search()
+    except keras_tuner.errors.FatalError as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
     if not tuner.is_worker():
         best = report.best_trial(tuner.all_trials())
         metric = config.best_metric

@@ -19,6 +19,7 @@ from keras_tuner.src.distribute import utils as distribute_utils
 from ac_keras import artifacts
 from ac_keras import config as ac_config
 from ac_keras import strategy as strategy_lib
+from ac_keras.errors import UserError
 from ac_keras.task import Task
 from ac_keras.trainer import Callback, Trainer, TrainingDivergedError
 from tuner import chief
@@ -302,6 +303,9 @@ class TrainerTuner(keras_tuner.Tuner):
             except TrainingDivergedError as error:
                 # Diverging is a property of the hyperparameters: no retry.
                 raise keras_tuner.errors.FailedTrialError(str(error)) from error
+            except UserError as error:
+                # Bad data or settings fail every trial alike: the search stops with the user's message.
+                raise keras_tuner.errors.FatalError(str(error)) from error
         return combine_executions(results)
 
     def on_trial_end(self, trial):

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import tensorflow as tf
 from absl import logging
 
+from ac_keras.errors import MissingDataError
+
 # A TFRecord stores length (8 bytes), CRC of length (4), data, CRC of data (4).
 _RECORD_FRAMING_BYTES = 16
 DEFAULT_CYCLE_LENGTH = 8
@@ -70,17 +72,17 @@ def list_files(file_pattern: str | Sequence[str]) -> list[str]:
         The sorted, de-duplicated list of matching files.
 
     Raises:
-        FileNotFoundError: a pattern matches nothing; the message names the pattern.
+        MissingDataError (a FileNotFoundError): a pattern matches nothing; the message names the pattern.
     """
     patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
     patterns = [part.strip() for pattern in patterns for part in pattern.split(",") if part.strip()]
     if not patterns:
-        raise FileNotFoundError(f"file_pattern is empty: {file_pattern!r}.")
+        raise MissingDataError(f"file_pattern is empty: {file_pattern!r}.")
     files = set()
     for pattern in patterns:
         matches = tf.io.gfile.glob(pattern)
         if not matches:
-            raise FileNotFoundError(f"No files match file_pattern {pattern!r}.")
+            raise MissingDataError(f"No files match file_pattern {pattern!r}.")
         files.update(matches)
     return sorted(files)
 
@@ -94,8 +96,15 @@ def file_sizes(files: Sequence[str]) -> list[int]:
 
 
 def file_dataset(files: Sequence[str]) -> tf.data.Dataset:
-    """A dataset of `(filename, file_size)` pairs, one per file, in the given order."""
-    return tf.data.Dataset.from_tensor_slices((list(files), file_sizes(files)))
+    """A dataset of `(filename, file_size)` pairs, one per file, in the given order.
+
+    A zero-byte file holds no record: it is read as empty, with a warning naming it.
+    """
+    sizes = file_sizes(files)
+    for filename, size in zip(files, sizes, strict=True):
+        if size == 0:
+            logging.warning("Record file %s is empty (0 bytes): it holds no records.", filename)
+    return tf.data.Dataset.from_tensor_slices((list(files), sizes))
 
 
 def read_chunks(
@@ -228,7 +237,7 @@ def _check_file_end(filename, file_size, is_end, num_records, num_bytes, skip_co
         message = tf.strings.join(
             [
                 description,
-                " Pass skip_corrupt=True to make_dataset to skip the rest of such files.",
+                " --skip_corrupt (skip_corrupt=True of make_dataset) skips the rest of such files.",
             ]
         )
         assertion = tf.debugging.Assert(tf.logical_not(truncated), [message], summarize=1)

@@ -451,8 +451,8 @@ def _boolean_mask(values, mask):
 def _nonfinite_check(spec, record_nonfinite, describe):
     def data():
         return [
-            f"Modality {spec.name} holds NaN or Inf values (pass skip_nonfinite=True to "
-            "make_dataset to skip such videos)",
+            f"Modality {spec.name} holds NaN or Inf values (--skip_nonfinite, or skip_nonfinite=True of "
+            "make_dataset, skips such videos)",
             *describe(record_nonfinite),
         ]
 

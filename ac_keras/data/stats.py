@@ -17,6 +17,7 @@ from absl import logging
 
 from ac_keras import schema
 from ac_keras.data import files, parser
+from ac_keras.errors import DataError
 
 # The "format" value of the statistics JSON written by `python -m tfrecords.stats`.
 STATS_FORMAT = "ac_keras.stats.v1"
@@ -78,22 +79,22 @@ def resolve_stats(
         A `ResolvedStats`; fields that were not asked for are None.
 
     Raises:
-        ValueError: a bad option, an option that needs `stats` without it, or statistics that do not match
-            `features` / `num_classes`; the message names the statistics file and what is missing.
+        DataError (a ValueError): a bad option, an option that needs `stats` without it, or statistics that
+            do not match `features` / `num_classes`; the message names the statistics file and what is amiss.
     """
     specs = schema.to_feature_specs(features)
     if missing_modality not in MISSING_MODALITY:
-        raise ValueError(f"missing_modality must be one of {MISSING_MODALITY}, got {missing_modality!r}.")
+        raise DataError(f"missing_modality must be one of {MISSING_MODALITY}, got {missing_modality!r}.")
     if stats is None:
         if missing_modality == "mean":
-            raise ValueError("missing_modality='mean' needs stats (the JSON of python -m tfrecords.stats).")
+            raise DataError("missing_modality='mean' needs stats (the JSON of python -m tfrecords.stats).")
         if class_balance:
-            raise ValueError("class_balance=True needs stats (class counts) and num_classes.")
+            raise DataError("class_balance=True needs stats (class counts) and num_classes.")
         if center_features:
-            raise ValueError("center_features=True needs stats (the JSON of python -m tfrecords.stats).")
+            raise DataError("center_features=True needs stats (the JSON of python -m tfrecords.stats).")
         return ResolvedStats(feature_means=None, missing_fill=None, class_weights=None)
     if class_balance and num_classes is None:
-        raise ValueError("class_balance=True needs stats (class counts) and num_classes.")
+        raise DataError("class_balance=True needs stats (class counts) and num_classes.")
 
     source = stats if isinstance(stats, str) else "stats dict"
     loaded = load_stats(stats)
@@ -102,18 +103,18 @@ def resolve_stats(
         try:
             means = modality_means(loaded, specs)
         except ValueError as error:
-            raise ValueError(f"Statistics {source}: {error}") from None
+            raise DataError(f"Statistics {source}: {error}") from None
     class_weights = None
     if class_balance:
         if "class_counts" not in loaded:
-            raise ValueError(
+            raise DataError(
                 f"Statistics {source}: holds no class_counts, needed by class_balance=True; recompute "
                 "them with `python -m tfrecords.stats`."
             )
         try:
             weights, empty_weight = class_weights_from_stats(loaded, num_classes)
         except ValueError as error:
-            raise ValueError(f"Statistics {source}: {error}") from None
+            raise DataError(f"Statistics {source}: {error}") from None
         class_weights = ClassWeights(weights=weights, empty_weight=empty_weight)
     return ResolvedStats(
         feature_means=means if center_features else None,
@@ -132,7 +133,7 @@ def load_stats(stats: str | Mapping) -> dict:
         The statistics dict.
 
     Raises:
-        ValueError: not a statistics file of format `STATS_FORMAT` (the message names the file).
+        DataError (a ValueError): not a statistics file of format `STATS_FORMAT` (the message names the file).
     """
     source = "stats dict"
     if isinstance(stats, str):
@@ -140,7 +141,7 @@ def load_stats(stats: str | Mapping) -> dict:
         with tf.io.gfile.GFile(stats, "r") as stats_file:
             stats = json.load(stats_file)
     if not isinstance(stats, Mapping) or stats.get("format") != STATS_FORMAT:
-        raise ValueError(
+        raise DataError(
             f'{source} is not an ac_keras statistics file (expected "format": "{STATS_FORMAT}"); '
             "write it with `python -m tfrecords.stats`."
         )
@@ -158,20 +159,20 @@ def modality_means(stats: Mapping, features) -> dict[str, np.ndarray]:
         dict modality name -> float32 vector `(dim,)`.
 
     Raises:
-        ValueError: a modality has no mean in the statistics, or a mean of another dim.
+        DataError (a ValueError): a modality has no mean in the statistics, or a mean of another dim.
     """
     means = {}
     for spec in schema.to_feature_specs(features):
         modality = stats.get("modalities", {}).get(spec.name)
         if modality is None or modality.get("mean") is None:
-            raise ValueError(
+            raise DataError(
                 f"The statistics hold no mean for modality {spec.name!r} (they cover "
                 f"{sorted(stats.get('modalities', {}))}); recompute them with the same --features, or "
                 "pass missing_modality='zeros'."
             )
         mean = np.asarray(modality["mean"], np.float32)
         if mean.shape != (spec.dim,):
-            raise ValueError(
+            raise DataError(
                 f"The statistics mean of modality {spec.name!r} has {mean.size} values, the feature spec "
                 f"declares dim {spec.dim}."
             )
@@ -193,11 +194,11 @@ def class_weights_from_stats(stats: Mapping, num_classes: int) -> tuple[np.ndarr
         `(class_weights, empty_weight)`: float32 `(num_classes,)` and a float.
 
     Raises:
-        ValueError: the statistics count more classes than `num_classes`.
+        DataError (a ValueError): the statistics count more classes than `num_classes`.
     """
     counts = np.asarray(stats.get("class_counts", []), np.float64)
     if counts.size > num_classes:
-        raise ValueError(f"The statistics count {counts.size} classes, more than num_classes={num_classes}.")
+        raise DataError(f"The statistics count {counts.size} classes, more than num_classes={num_classes}.")
     counts = np.pad(counts, (0, num_classes - counts.size))
     class_weights = (1.0 / np.maximum(counts, 1.0)).astype(np.float32)
     empty_weight = float(1.0 / max(counts.max(initial=1.0), 1.0))
@@ -230,7 +231,7 @@ def compute_stats(
         The statistics dict (format `STATS_FORMAT`, described in docs/input_pipeline.md).
 
     Raises:
-        ValueError: a negative label, or a label not below `num_classes`.
+        DataError (a ValueError): a negative label, or a label not below `num_classes`.
     """
     specs = schema.to_feature_specs(features)
 
@@ -280,9 +281,9 @@ def compute_stats(
 
     labels = np.concatenate(label_values) if label_values else np.zeros([0], np.int64)
     if labels.size and labels.min() < 0:
-        raise ValueError(f"{file_pattern}: negative label {int(labels.min())}.")
+        raise DataError(f"{file_pattern}: negative label {int(labels.min())}.")
     if num_classes is not None and labels.size and labels.max() >= num_classes:
-        raise ValueError(f"{file_pattern}: label {int(labels.max())} is not below num_classes={num_classes}.")
+        raise DataError(f"{file_pattern}: label {int(labels.max())} is not below num_classes={num_classes}.")
     length = num_classes if num_classes is not None else int(labels.max()) + 1 if labels.size else 0
     class_counts = np.bincount(labels, minlength=length) if labels.size else np.zeros(length, int)
 

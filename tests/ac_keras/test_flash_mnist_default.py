@@ -13,7 +13,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Generates Flash-MNIST and trains on it in subprocesses.
 pytestmark = pytest.mark.slow
 # 1,024 classes (every subset of the ten digits) and one training video each: 16 steps per epoch. The
-# flagfile's learning rate 0.001 learns nothing measurable in a few epochs; 0.01 for 8 epochs does (top-1 below).
+# flagfile's learning rate 0.001 learns nothing measurable in a few epochs; 0.01 for 8 epochs does (top-1
+# below).
 EPOCHS = 8
 LEARNING_RATE = 0.01
 
