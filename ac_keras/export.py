@@ -66,7 +66,8 @@ def build_archive(model, task):
     fill = task.stats.missing_fill
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    # Not `archive.track(model)`: the endpoints already capture the weights, and tracking the model as well
+    # saved each weight twice (once as a Keras variable, once as the tf.Variable the functions use).
 
     def serve(inputs):
         features, _ = ac_data.parse_serialized(

@@ -185,6 +185,17 @@ def test_export_never_overwrites_a_version(data_dir, tmp_path):
     assert sorted(os.listdir(export_dir)) == ["1", "2"]
 
 
+def test_export_stores_each_weight_once(data_dir, tmp_path):
+    # A bigger classifier, so that the weights dominate the variables' size (2.4 MB of weights).
+    config = _config(data_dir, tmp_path, num_classes=500, cluster_sizes=(("rgb", 100), ("audio", 50)))
+    task = Task(config)
+    model = task.build_model()
+    path = pathlib.Path(export_saved_model(model, task, task.config.runtime.export_dir))
+    weight_bytes = sum(np.asarray(weight).nbytes for weight in model.weights)
+    variable_bytes = sum(file.stat().st_size for file in (path / "variables").iterdir())
+    assert weight_bytes <= variable_bytes < 1.1 * weight_bytes, (weight_bytes, variable_bytes)
+
+
 @pytest.mark.slow
 def test_predict_features_signature_matches_model(data_dir, tmp_path):
     task = Task(_config(data_dir, tmp_path))
