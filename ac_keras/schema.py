@@ -25,6 +25,8 @@ MIN_QUANTIZED_VALUE = -2.0
 
 # Context keys of a frame-level SequenceExample (and feature keys of a video-level Example).
 ID_KEY = "id"
+# The context key of the video id in the 2017 YouTube-8M release (2018 and later use `id`).
+LEGACY_ID_KEY = "video_id"
 LABELS_KEY = "labels"
 # Key of the video ids in the features dict produced by the reader; the model ignores it.
 VIDEO_ID_KEY = "video_id"

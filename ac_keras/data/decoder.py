@@ -34,7 +34,8 @@ class DecodedBatch(NamedTuple):
     """What `decode_batch` returns.
 
     Attributes:
-        video_ids: string tensor `(batch,)`; "" for records without an id.
+        video_ids: string tensor `(batch,)`: the context `id`, else `video_id` (2017 YouTube-8M records);
+            "" for records without either.
         label_ids: int64 `tf.RaggedTensor` `(batch, None)`; empty rows for records without labels.
         modalities: dict modality name -> `ModalityFrames`.
         record_names: string tensor `(batch,)` naming each record for error messages (e.g. "file:index"),
@@ -67,6 +68,7 @@ def decode_batch(serialized, features, *, record_type: str = "auto", record_name
     serialized = tf.convert_to_tensor(serialized, dtype=tf.string)
     context_features = {
         schema.ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        schema.LEGACY_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
         schema.LABELS_KEY: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64),
     }
     sequence_features = {}
@@ -90,8 +92,9 @@ def decode_batch(serialized, features, *, record_type: str = "auto", record_name
         )
         for spec in specs
     }
+    ids = context[schema.ID_KEY]
     return DecodedBatch(
-        video_ids=context[schema.ID_KEY],
+        video_ids=tf.where(tf.strings.length(ids) > 0, ids, context[schema.LEGACY_ID_KEY]),
         label_ids=context[schema.LABELS_KEY],
         modalities=modalities,
         record_names=record_names,
