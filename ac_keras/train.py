@@ -8,9 +8,13 @@ from ac_keras import cli  # first: a command's console is quieted before TensorF
 
 cli.quiet_console(__name__)
 
+import json
+import os
+
 import tensorflow as tf
 from absl import app, flags
 
+from ac_keras import artifacts
 from ac_keras import flags as ac_flags
 from ac_keras.export import export_saved_model, first_records
 from ac_keras.task import Task
@@ -20,7 +24,10 @@ from ac_keras.trainer import Trainer
 def maybe_generate_flash_mnist(config, flag_values=ac_flags.FLAGS):
     """Generates Flash-MNIST on first use when --generate_flash_mnist is set and --train_data is missing.
 
-    A dataset generated before the generator wrote `stats.json` gets it now (the configs' --stats), computed
+    A dataset whose `flash_mnist.json` records an older frame CNN (`frame_cnn_version` absent or below
+    `flash_mnist.FRAME_CNN_VERSION`) is generated again with the current one, replacing only that
+    directory, atomically (the generator's overwrite: the new dataset is built beside it and swapped in). A
+    dataset generated before the generator wrote `stats.json` gets it now (the configs' --stats), computed
     from --train_data as `python -m tfrecords.stats` does.
     """
     if not flag_values.generate_flash_mnist:
@@ -29,16 +36,30 @@ def maybe_generate_flash_mnist(config, flag_values=ac_flags.FLAGS):
 
     data = config.data
     directory = flag_values.flash_mnist_dir.rstrip("/") + "/"
+    regenerate = False
     if tf.io.gfile.glob(data.train_data):
-        if data.stats and not tf.io.gfile.exists(data.stats) and data.stats.startswith(directory):
-            print(f"Writing the training statistics {data.stats} (--stats) of the existing Flash-MNIST data.")
-            flash_mnist.write_training_stats(data.train_data, data.stats)
-        return
-    if not data.train_data.startswith(directory):
+        old_version = _stale_frame_cnn_version(flag_values.flash_mnist_dir, data.train_data, directory)
+        if old_version is None:
+            if data.stats and not tf.io.gfile.exists(data.stats) and data.stats.startswith(directory):
+                print(f"Writing the training statistics {data.stats} (--stats) of the existing Flash-MNIST.")
+                flash_mnist.write_training_stats(data.train_data, data.stats)
+            return
+        print(
+            f"The Flash-MNIST data in {directory} was made with frame CNN version {old_version}; the current "
+            f"version is {flash_mnist.FRAME_CNN_VERSION} (the authors' dropout, docs/flash_mnist.md). "
+            f"Generating it again: the new dataset is built beside it and replaces {directory} only when "
+            "complete; nothing outside that directory is touched.",
+            flush=True,
+        )
+        regenerate = True
+    elif not data.train_data.startswith(directory):
         raise app.UsageError(
             f"--train_data {data.train_data!r} must lie in --flash_mnist_dir {directory!r} to be generated."
         )
-    print(f"No file matches --train_data; generating Flash-MNIST into {directory} (first use).", flush=True)
+    else:
+        print(
+            f"No file matches --train_data; generating Flash-MNIST into {directory} (first use).", flush=True
+        )
     info = flash_mnist.generate_dataset(
         flag_values.flash_mnist_dir,
         seed=config.training.seed,
@@ -46,7 +67,7 @@ def maybe_generate_flash_mnist(config, flag_values=ac_flags.FLAGS):
         videos_per_class_test=flag_values.flash_mnist_videos_per_class_test,
         mnist_dir=flag_values.mnist_dir,
         cnn_epochs=flag_values.flash_mnist_cnn_epochs,
-        overwrite=False,
+        overwrite=regenerate,
     )
     print(
         f"Flash-MNIST ready in {info['generation_seconds']:.0f} s: {info['num_train_videos']} training and "
@@ -54,6 +75,31 @@ def maybe_generate_flash_mnist(config, flag_values=ac_flags.FLAGS):
         f"{info['cnn_test_digit_accuracy']:.1%}.",
         flush=True,
     )
+    model_dir = config.runtime.model_dir
+    checkpoints = os.path.join(model_dir, artifacts.CHECKPOINT_SUBDIR) if model_dir else None
+    if regenerate and checkpoints and tf.io.gfile.exists(checkpoints) and tf.io.gfile.listdir(checkpoints):
+        raise app.UsageError(
+            f"--model_dir {model_dir!r} holds a run trained on the old features; it is left "
+            "as it is. Move or remove it, or pass another --model_dir, and run the command again (the "
+            "regenerated data is kept)."
+        )
+
+
+def _stale_frame_cnn_version(flash_mnist_dir, train_data, directory):
+    """Returns the older frame CNN version of a generated dataset, or None when it is current or not ours.
+
+    Only a directory the generator wrote (its `flash_mnist.json` present) that holds --train_data counts;
+    version 1 is the one that recorded no version.
+    """
+    from ac_keras.datasets import flash_mnist
+
+    metadata_path = os.path.join(flash_mnist_dir, flash_mnist.METADATA_FILE)
+    if not train_data.startswith(directory) or not tf.io.gfile.exists(metadata_path):
+        return None
+    with tf.io.gfile.GFile(metadata_path) as stream:
+        metadata = json.load(stream)
+    version = metadata.get("frame_cnn_version", 1)
+    return version if version < flash_mnist.FRAME_CNN_VERSION else None
 
 
 def run(config):

@@ -10,9 +10,10 @@ authors' recipe:
    (uniformly) images of that digit are drawn, each overlaid by pixel-wise max on its own frame; the other
    frames stay pure noise, and which frames hold digits is uniformly random (the frame order is shuffled).
    Training videos draw from the training digit pool, test videos from the disjoint test pool.
-3. A small frame CNN (conv 5x5x10, pool; conv 5x5x20, pool; FC 50 ReLU; FC 11 softmax) is trained with
-   Adam 0.001 on every training digit over 5 noise backgrounds plus pure-noise frames (class 10). Its 50-d
-   ReLU layer (named ``features``) gives each frame's feature.
+3. A small frame CNN (conv 5x5x10, pool; conv 5x5x20, channel dropout 0.5, pool; FC 50 ReLU, dropout 0.5;
+   FC 11 softmax; the dropouts as in the authors' code) is trained with Adam 0.001 on every training digit
+   over 5 noise backgrounds plus pure-noise frames (class 10). Its 50-d ReLU layer (named ``features``,
+   before the dropout) gives each frame's feature.
 
 The dataset is written as ``frames:50:float`` SequenceExample shards with ``ac_keras.data.writer``:
 context ``id`` and ``labels`` (one int64, the subset id whose bit d is set iff digit d is present) and one
@@ -61,6 +62,7 @@ from ac_keras.datasets.flash_mnist.frame_cnn import (
     CNN_BATCH_SIZE,
     CNN_LEARNING_RATE,
     FEATURE_DIM,
+    FRAME_CNN_VERSION,
     NOISE_CLASS,
     PAPER_NOISE_RATIO,
     build_frame_cnn,
@@ -95,6 +97,7 @@ __all__ = [
     "FEATURE_DIM",
     "FEATURE_NAME",
     "FEATURE_SPEC",
+    "FRAME_CNN_VERSION",
     "IMAGE_SIZE",
     "METADATA_FILE",
     "NOISE_CLASS",

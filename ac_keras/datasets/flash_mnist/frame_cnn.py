@@ -1,8 +1,10 @@
 """The Flash-MNIST frame CNN (paper, appendix A.2): its training frames, the model, its accuracy, features.
 
-conv 5x5x10, pool; conv 5x5x20, pool; FC 50 ReLU (layer ``features``, each frame's feature); FC 11 softmax
-(class 10 is a pure-noise frame), trained with Adam 0.001 on every training digit over noise backgrounds
-plus pure-noise frames. Keras and TensorFlow are imported only when a model is built.
+conv 5x5x10, pool; conv 5x5x20, channel dropout 0.5, pool; FC 50 ReLU (layer ``features``, each frame's
+feature); dropout 0.5; FC 11 softmax (class 10 is a pure-noise frame), trained with Adam 0.001 on every
+training digit over noise backgrounds plus pure-noise frames. The two dropouts are in the authors' code
+(PyTorch ``Dropout2d`` and ``F.dropout``), not in the paper's text; they make the features better for
+attention clusters (docs/flash_mnist.md). Keras and TensorFlow are imported only when a model is built.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ FEATURE_DIM = 50
 PAPER_NOISE_RATIO = 30_000 / 300_000
 CNN_LEARNING_RATE = 1e-3  # paper, appendix A.2
 CNN_BATCH_SIZE = 64  # not given in the paper
+CNN_DROPOUT = 0.5  # the authors' code: channel dropout after conv2, dropout after the FC 50 layer
+# The frame CNN's version, recorded in the dataset's metadata: 1 (no version recorded) is the paper's text
+# without dropout, 2 adds the authors' two dropouts. A dataset of an older version is regenerated.
+FRAME_CNN_VERSION = 2
 
 
 def make_cnn_frames(
@@ -72,8 +78,11 @@ def build_frame_cnn() -> Any:
     """Builds the paper's frame classifier (appendix A.2), uncompiled.
 
     Input: ``(batch, 28, 28)`` pixels in 0..255 (any numeric dtype; scaled by 1/255 inside).
-    conv 5x5, 10 filters, ReLU, max-pool 2; conv 5x5, 20 filters, ReLU, max-pool 2; dense 50, ReLU (layer
-    ``features``, the frame feature); dense 11 softmax (layer ``probabilities``; class 10 is pure noise).
+    conv 5x5, 10 filters, ReLU, max-pool 2; conv 5x5, 20 filters, ReLU, channel dropout 0.5 (layer
+    ``conv2_dropout``, ``SpatialDropout2D``), max-pool 2; dense 50, ReLU (layer ``features``, the frame
+    feature); dropout 0.5 (layer ``features_dropout``); dense 11 softmax (layer ``probabilities``; class 10 is
+    pure noise). The dropouts, as in the authors' code, act in training only; the features are read before
+    ``features_dropout``.
 
     Returns:
         A ``keras.Model`` named ``frame_cnn``.
@@ -86,10 +95,12 @@ def build_frame_cnn() -> Any:
     hidden = keras.layers.Conv2D(10, 5, activation="relu", name="conv1")(hidden)
     hidden = keras.layers.MaxPooling2D(2, name="pool1")(hidden)
     hidden = keras.layers.Conv2D(20, 5, activation="relu", name="conv2")(hidden)
+    hidden = keras.layers.SpatialDropout2D(CNN_DROPOUT, name="conv2_dropout")(hidden)
     hidden = keras.layers.MaxPooling2D(2, name="pool2")(hidden)
     hidden = keras.layers.Flatten(name="flatten")(hidden)
     features = keras.layers.Dense(FEATURE_DIM, activation="relu", name="features")(hidden)
-    probabilities = keras.layers.Dense(NUM_DIGITS + 1, activation="softmax", name="probabilities")(features)
+    hidden = keras.layers.Dropout(CNN_DROPOUT, name="features_dropout")(features)
+    probabilities = keras.layers.Dense(NUM_DIGITS + 1, activation="softmax", name="probabilities")(hidden)
     return keras.Model(pixels, probabilities, name="frame_cnn")
 
 

@@ -25,6 +25,40 @@ def test_frame_cnn_architecture():
     assert model.get_layer("conv2").filters == 20 and model.get_layer("conv2").kernel_size == (5, 5)
 
 
+def _layer_after(model, name):
+    """The layer whose input is `name`'s output (the model is a chain)."""
+    output = model.get_layer(name).output
+    (following,) = [layer for layer in model.layers if layer.input is output]
+    return following
+
+
+def test_frame_cnn_has_the_authors_dropouts():
+    # The authors' code: Dropout2d(0.5) on conv2's output before its pooling, dropout 0.5 between the
+    # 50-d ReLU layer (the features) and the 11-way layer.
+    model = fm.build_frame_cnn()
+    conv2_dropout = _layer_after(model, "conv2")
+    assert isinstance(conv2_dropout, keras.layers.SpatialDropout2D) and conv2_dropout.rate == 0.5
+    assert _layer_after(model, conv2_dropout.name).name == "pool2"
+    features_dropout = _layer_after(model, "features")
+    assert type(features_dropout) is keras.layers.Dropout and features_dropout.rate == 0.5
+    assert _layer_after(model, features_dropout.name).name == "probabilities"
+    assert model.get_layer("features").activation is keras.activations.relu
+    dropouts = [
+        layer for layer in model.layers if isinstance(layer, keras.layers.Dropout | type(conv2_dropout))
+    ]
+    assert [layer.name for layer in dropouts] == ["conv2_dropout", "features_dropout"]
+
+
+def test_frame_cnn_dropout_acts_in_training_only():
+    model = fm.build_frame_cnn()
+    frames = np.random.default_rng(1).integers(0, 256, size=(8, 28, 28), dtype=np.uint8)
+    extract = fm.feature_extractor(model)
+    np.testing.assert_array_equal(extract(frames), extract(frames))
+    inputs = frames.astype(np.float32)
+    np.testing.assert_array_equal(model(inputs, training=False), model(inputs, training=False))
+    assert not np.allclose(model(inputs, training=True), model(inputs, training=False))
+
+
 def test_feature_extractor_gives_the_features_layer():
     model = fm.build_frame_cnn()
     frames = np.random.default_rng(0).integers(0, 256, size=(2, 3, 28, 28), dtype=np.uint8)

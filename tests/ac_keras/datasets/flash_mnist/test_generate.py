@@ -76,6 +76,7 @@ def test_generate_dataset_layout(tiny_dataset):
     with open(os.path.join(directory, "flash_mnist.json")) as stream:
         assert json.load(stream) == metadata
     assert metadata["feature_spec"] == "frames:50:float"
+    assert metadata["frame_cnn_version"] == fm.FRAME_CNN_VERSION
     assert metadata["num_classes"] == 1024
     assert metadata["num_train_videos"] == 1024 and metadata["num_test_videos"] == 1024
     assert metadata["train_digits"] == 100 and metadata["test_digits"] == 4900

@@ -1,0 +1,103 @@
+"""ac_keras/train.py: Flash-MNIST on first use, and again when its frame CNN is an older version."""
+
+import json
+import os
+import types
+
+import pytest
+from absl import app
+
+from ac_keras import train
+from ac_keras.datasets import flash_mnist as fm
+
+# The smallest dataset the generator makes: 1 training and 1 test video per subset, a 100-digit training pool,
+# one CNN epoch.
+TINY_FLAGS = dict(
+    flash_mnist_videos_per_class_train=1,
+    flash_mnist_videos_per_class_test=1,
+    flash_mnist_cnn_epochs=1,
+    mnist_dir=None,
+)
+
+
+def _settings(data_dir, model_dir):
+    """(config, flag values) as maybe_generate_flash_mnist reads them from configs/flash_mnist.flags."""
+    config = types.SimpleNamespace(
+        data=types.SimpleNamespace(train_data=f"{data_dir}/train-*.tfrecord", stats=f"{data_dir}/stats.json"),
+        training=types.SimpleNamespace(seed=0),
+        runtime=types.SimpleNamespace(model_dir=str(model_dir)),
+    )
+    flag_values = types.SimpleNamespace(
+        generate_flash_mnist=True, flash_mnist_dir=str(data_dir), **TINY_FLAGS
+    )
+    return config, flag_values
+
+
+def _old_dataset(data_dir, metadata):
+    """A dataset directory as an older generator left it: a shard, stats.json and flash_mnist.json."""
+    os.makedirs(data_dir)
+    (data_dir / "train-00000-of-00001.tfrecord").write_bytes(b"old features")
+    (data_dir / "stats.json").write_text("{}")
+    (data_dir / fm.METADATA_FILE).write_text(json.dumps(metadata))
+
+
+def _no_generation(*args, **kwargs):
+    raise AssertionError("generate_dataset must not be called")
+
+
+def test_a_dataset_of_an_older_frame_cnn_is_generated_again(tmp_path, monkeypatch, capsys):
+    data_dir = tmp_path / "data" / "flash_mnist"
+    _old_dataset(data_dir, {"dataset": "flash_mnist", "seed": 0})  # version 1 recorded no version
+    beside = tmp_path / "data" / "mine.txt"
+    beside.write_text("user data")
+    calls = []
+    real_generate = fm.generate_dataset
+
+    def tiny_generate(output_dir, **kwargs):
+        calls.append(kwargs)
+        kwargs.update(test_digits_per_class=490, num_shards=1, progress=False)  # a 100-digit training pool
+        return real_generate(output_dir, **kwargs)
+
+    monkeypatch.setattr(fm, "generate_dataset", tiny_generate)
+    train.maybe_generate_flash_mnist(*_settings(data_dir, tmp_path / "run"))
+    assert len(calls) == 1 and calls[0]["overwrite"] is True
+    out = capsys.readouterr().out
+    assert "frame CNN version 1" in out and "nothing outside that directory is touched" in out
+    metadata = json.loads((data_dir / fm.METADATA_FILE).read_text())
+    assert metadata["frame_cnn_version"] == fm.FRAME_CNN_VERSION == 2
+    assert (data_dir / "train-00000-of-00001.tfrecord").read_bytes() != b"old features"
+    assert json.loads((data_dir / "stats.json").read_text())  # the new statistics
+    # Replaced in place: nothing left beside it but what was there.
+    assert sorted(os.listdir(tmp_path / "data")) == ["flash_mnist", "mine.txt"]
+    assert beside.read_text() == "user data"
+
+    # Current now: the next run uses it as it is.
+    monkeypatch.setattr(fm, "generate_dataset", _no_generation)
+    train.maybe_generate_flash_mnist(*_settings(data_dir, tmp_path / "run"))
+
+
+def test_a_current_or_foreign_dataset_is_left_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(fm, "generate_dataset", _no_generation)
+    current = tmp_path / "current"
+    _old_dataset(current, {"dataset": "flash_mnist", "frame_cnn_version": fm.FRAME_CNN_VERSION})
+    train.maybe_generate_flash_mnist(*_settings(current, tmp_path / "run"))
+    # Shards without the generator's flash_mnist.json are not ours to replace.
+    foreign = tmp_path / "foreign"
+    os.makedirs(foreign)
+    (foreign / "train-00000-of-00001.tfrecord").write_bytes(b"someone's records")
+    (foreign / "stats.json").write_text("{}")
+    train.maybe_generate_flash_mnist(*_settings(foreign, tmp_path / "run"))
+    assert (foreign / "train-00000-of-00001.tfrecord").read_bytes() == b"someone's records"
+
+
+def test_a_run_on_the_old_features_is_not_resumed(tmp_path, monkeypatch):
+    data_dir = tmp_path / "flash_mnist"
+    _old_dataset(data_dir, {"dataset": "flash_mnist", "frame_cnn_version": 1})
+    checkpoint = tmp_path / "run" / "checkpoints" / "ckpt-1.index"
+    os.makedirs(checkpoint.parent)
+    checkpoint.write_bytes(b"weights")
+    info = dict(generation_seconds=1.0, num_train_videos=1, num_test_videos=1, cnn_test_digit_accuracy=0.9)
+    monkeypatch.setattr(fm, "generate_dataset", lambda output_dir, **kwargs: info)
+    with pytest.raises(app.UsageError, match="trained on the old features"):
+        train.maybe_generate_flash_mnist(*_settings(data_dir, tmp_path / "run"))
+    assert checkpoint.read_bytes() == b"weights"
