@@ -11,6 +11,7 @@ Enumerations are defined once, at the lowest layer that needs them, and imported
 
 import dataclasses
 import json
+import re
 
 from ac_keras import schema
 from ac_keras.data.stats import MISSING_MODALITY
@@ -138,6 +139,8 @@ class RuntimeConfig:
         checkpoint_every: steps between checkpoints (one is also written each epoch).
         keep_checkpoints: step checkpoints kept.
         top_k: classes returned per video by the serving model and predict.
+        data_service: address of a tf.data service dispatcher ("grpc://host:port") whose workers read and
+            parse the training data; None parses it in this process.
     """
 
     model_dir: str | None = None
@@ -149,6 +152,7 @@ class RuntimeConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 5
     top_k: int = 20
+    data_service: str | None = None
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "runtime": RuntimeConfig}
@@ -424,6 +428,11 @@ def _validate_runtime(runtime):
         runtime.keep_checkpoints >= 1, "keep_checkpoints", f"must be >= 1, got {runtime.keep_checkpoints}."
     )
     _check(runtime.top_k >= 1, "top_k", f"must be >= 1, got {runtime.top_k}.")
+    _check(
+        runtime.data_service is None or re.fullmatch(r"(grpc://)?[\w.\-\[\]:]+:\d+", runtime.data_service),
+        "data_service",
+        f"expected the dispatcher's address as grpc://HOST:PORT, got {runtime.data_service!r}.",
+    )
 
 
 def from_values(*, need_train_data=True, **values):

@@ -106,6 +106,12 @@ flags.DEFINE_enum("mixed_precision", "none", PRECISIONS, "Keras mixed-precision 
 flags.DEFINE_integer("checkpoint_every", 500, "Write a checkpoint every this many steps (and each epoch).")
 flags.DEFINE_integer("keep_checkpoints", 5, "Number of step checkpoints kept.")
 flags.DEFINE_integer("top_k", 20, "Classes returned per video by the serving model and predict.")
+flags.DEFINE_string(
+    "data_service",
+    None,
+    "grpc://HOST:PORT of a tf.data service dispatcher: its workers (other machines' CPUs) read and parse the "
+    "training data (docs/input_pipeline.md); default: this process.",
+)
 # Commands (not part of a run's Config).
 flags.DEFINE_string("saved_model", None, "Evaluate/predict: an exported SavedModel version dir to use.")
 flags.DEFINE_bool("overwrite", False, "Evaluate/predict: replace an existing output file.")

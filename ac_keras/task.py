@@ -110,6 +110,8 @@ class Task:
         Yields `(features, labels)` or `(features, labels, sample_weights)` with class balancing; features
         without the video ids. With `steps_per_epoch` the data repeats and the epoch is that many batches.
         Under several workers each keeps its share of every global batch (`ac_keras.data.shard_for_workers`).
+        With `data_service` the records are read and parsed by the tf.data service's workers, each epoch one
+        job over the whole data (`distributed_epoch`: every record once, the batches in arrival order).
         """
         config = self.config
         steps = config.training.steps_per_epoch
@@ -123,6 +125,15 @@ class Task:
             class_weights=self.stats.class_weights,
             repeat=steps > 0,
         )
+        service = config.runtime.data_service
+        if service:
+            dataset = dataset.apply(
+                tf.data.experimental.service.distribute(
+                    processing_mode="distributed_epoch",
+                    service=service if "://" in service else f"grpc://{service}",
+                    job_name=f"ac_keras_train_seed{config.training.seed}_epoch{epoch}",
+                )
+            )
         if steps > 0:
             dataset = dataset.take(steps)
         return ac_data.shard_for_workers(dataset.map(_without_ids), num_workers)
