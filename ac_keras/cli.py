@@ -101,7 +101,8 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
     except flags.Error as error:
         if verbose_requested(argv):
             raise
-        _fail(argv[0], f"{error}\nPass --helpfull to see every flag.")
+        message = re.sub(r"^(ERROR:+\s*)+", "", str(error).strip())
+        _fail(argv[0], f"{message}\nPass --helpfull to see every flag.")
     except SystemExit as exit_request:
         if exit_request.code == 1 and any(arg in _HELP_FLAGS for arg in argv[1:]):
             raise SystemExit(0) from None
