@@ -167,7 +167,8 @@ def config_from_argv(argv: Sequence[str], *, need_train_data: bool = True):
 
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    ac_flags.quiet_tensorflow_logging()
+    if not (_VERBOSE.value or verbose_requested()):
+        ac_flags.quiet_tensorflow_logging()
     try:
         return ac_flags.config_from_flags(need_train_data=need_train_data)
     except ac_config.ConfigError as error:

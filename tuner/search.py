@@ -21,7 +21,6 @@ from absl import app, flags
 
 from ac_keras import config as ac_config
 from ac_keras import data as ac_data
-from ac_keras import flags as ac_flags
 from ac_keras.errors import UserError
 from ac_keras.task import Task
 from tuner import report
@@ -165,11 +164,8 @@ def run_search(config, settings, *, progress=True):
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    ac_flags.quiet_tensorflow_logging()
+    config = cli.config_from_argv(argv, need_train_data=True)
     try:
-        config = ac_flags.config_from_flags()
         settings = tuner_settings.from_flags(config)
     except ac_config.ConfigError as error:
         raise app.UsageError(str(error)) from None
