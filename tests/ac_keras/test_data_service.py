@@ -56,7 +56,7 @@ def test_training_through_a_dispatcher_and_two_workers(tmp_path):
     # Each epoch is one job over the whole data: every training video exactly once.
     assert counter.samples_per_epoch == {1: 512, 2: 512}
     assert results["top1"] > 0.6, results  # chance is 0.25
-    assert len(workers) == 2
+    del workers  # the in-process workers served until here
 
 
 def test_the_dispatcher_address_is_validated():
