@@ -205,7 +205,13 @@ def quantize(
     max_quantized_value: float = MAX_QUANTIZED_VALUE,
     min_quantized_value: float = MIN_QUANTIZED_VALUE,
 ) -> np.ndarray:
-    """Inverse of `dequantize`: the nearest quantized value, clipped to [0, 255].
+    """The released YouTube-8M feature extractor's quantization, bit for bit: clip, then round.
+
+    `q = round((clip(x, min, max) - min) * 255 / (max - min))`, computed in float32 as the extractor's
+    `quantize()` computes it (its `features` are float32), ties to even (Python 3's `round`). `dequantize`
+    then gives `q * range / 255 + range / 512 + min`, the starter's formula: together they move a value by
+    up to half a step either way plus `range / 512` (so slightly more up than down), as for the released
+    data.
 
     Args:
         values: float array-like (NumPy or anything `np.asarray` accepts, eager tensors included).
@@ -216,10 +222,14 @@ def quantize(
         A uint8 NumPy array of the same shape.
 
     Raises:
-        ValueError: if any value is NaN or infinite (there is no nearest quantized value).
+        ValueError: if any value is NaN or infinite (the extractor's `int(round(nan))` fails too).
     """
-    scale, bias = _quantization_constants(max_quantized_value, min_quantized_value)
-    values = np.asarray(values, dtype=np.float64)
+    _quantization_constants(max_quantized_value, min_quantized_value)  # checks the range
+    values = np.asarray(values, dtype=np.float32)
     if not np.all(np.isfinite(values)):
         raise ValueError("Cannot quantize NaN or infinite values.")
-    return np.clip(np.rint((values - bias) / scale), 0, 255).astype(np.uint8)
+    low, high = np.float32(min_quantized_value), np.float32(max_quantized_value)
+    scaled = (np.clip(values, low, high) - low) * np.float32(
+        255.0 / (max_quantized_value - min_quantized_value)
+    )
+    return np.rint(scaled).astype(np.uint8)

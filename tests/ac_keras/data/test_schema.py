@@ -50,12 +50,40 @@ def test_dequantize_matches_the_starter_formula_bit_for_bit():
     assert schema.dequantize(quantized).dtype == np.float32
 
 
-def test_quantize_is_the_nearest_inverse_and_clips():
+def _released_quantize(features, min_quantized_value=-2.0, max_quantized_value=2.0):
+    """The YouTube-8M feature extractor's `quantize()` (extract_tfrecords_main.py), written out."""
+    assert features.dtype == "float32" and features.ndim == 1
+    features = np.clip(features, min_quantized_value, max_quantized_value)
+    quantize_range = max_quantized_value - min_quantized_value
+    features = (features - min_quantized_value) * (255.0 / quantize_range)
+    return bytes(int(round(f)) for f in features)
+
+
+def test_quantize_is_the_released_extractors_bit_for_bit():
+    rng = np.random.default_rng(0)
+    values = np.concatenate(
+        [
+            rng.uniform(-2.5, 2.5, 20_000),
+            rng.normal(0, 1, 20_000),
+            # Values whose scaled form is (close to) a tie k + 0.5, and the range's ends.
+            (np.arange(255) + 0.5) / 63.75 - 2.0,
+            [-2.0, 2.0, -7.0, 7.0, 0.0],
+        ]
+    ).astype(np.float32)
+    assert schema.quantize(values).tobytes() == _released_quantize(values)
+
+
+def test_quantize_round_trip_and_clipping():
     quantized = np.arange(256, dtype=np.uint8)
     np.testing.assert_array_equal(schema.quantize(schema.dequantize(quantized)), quantized)
     np.testing.assert_array_equal(schema.quantize([-5.0, 5.0]), [0, 255])
-    values = np.random.default_rng(0).uniform(-2, 2, 1000)
+    values = np.random.default_rng(0).uniform(-2, 2, 1000).astype(np.float32)
     step = (schema.MAX_QUANTIZED_VALUE - schema.MIN_QUANTIZED_VALUE) / 255
-    assert np.max(np.abs(schema.dequantize(schema.quantize(values)) - values)) <= step / 2 + 1e-6
+    # The extractor rounds to the nearest step, the starter's dequantization adds range / 512 (just under
+    # half a step): a value comes back at most one step higher and at most step / 2 - range / 512 lower.
+    half_step_offset = (schema.MAX_QUANTIZED_VALUE - schema.MIN_QUANTIZED_VALUE) / 512
+    error = schema.dequantize(schema.quantize(values)) - values
+    assert error.min() >= half_step_offset - step / 2 - 1e-6
+    assert error.max() <= half_step_offset + step / 2 + 1e-6
     with pytest.raises(ValueError, match="NaN"):
         schema.quantize([np.nan])
