@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from ac_keras import schema
 from ac_keras.errors import ConfigMismatchError, DataError, MissingDataError, UsageError
+from ac_keras.model import adapt_inputs
 
 CHECKPOINT_SUBDIR = "checkpoints"
 BEST_SUBDIR = "best"
@@ -121,6 +122,9 @@ def best_or_final_model(model_dir, model, task):
 def load_predictor(model_dir=None, saved_model=None):
     """A function from a features dict (ragged per modality) to float32 class probabilities.
 
+    Quantized modalities may come as uint8 (the input pipeline's default) or float; a model or export that
+    takes floats for them (made before uint8 inputs) gets them dequantized.
+
     Args:
         model_dir: training directory; its best model (`best/model.keras`) is used.
         saved_model: path of an exported SavedModel version; takes precedence over `model_dir`. It runs
@@ -139,7 +143,7 @@ def load_predictor(model_dir=None, saved_model=None):
     @tf.function(reduce_retracing=True)
     def predict_keras(features):
         inputs = {name: value for name, value in features.items() if name != schema.VIDEO_ID_KEY}
-        return tf.cast(model(inputs, training=False), tf.float32)
+        return tf.cast(model(adapt_inputs(model, inputs), training=False), tf.float32)
 
     return predict_keras
 
@@ -154,13 +158,18 @@ def _saved_model_predictor(saved_model):
             f"(found {sorted(loaded.signatures)}); export it with `python -m ac_keras.export`."
         )
     signature = loaded.signatures[FEATURES_SIGNATURE]
+    # Exports from before uint8 inputs take float32 frames for every modality.
+    dtypes = {name: spec.dtype for name, spec in signature.structured_input_signature[1].items()}
 
     def predict_saved(features):
         inputs = {}
         for name, frames in features.items():
             if name == schema.VIDEO_ID_KEY:
                 continue
-            inputs[name] = frames.to_tensor()
+            values = frames
+            if frames.dtype == tf.uint8 and dtypes.get(name) == tf.float32:
+                values = schema.dequantize(frames)
+            inputs[name] = values.to_tensor()
             inputs[name + NUM_FRAMES_SUFFIX] = tf.cast(frames.row_lengths(), tf.int32)
         return signature(**inputs)["probabilities"]
 

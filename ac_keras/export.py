@@ -7,7 +7,9 @@ The exported model needs neither ac_keras nor Keras to run: TF Serving, `saved_m
   training layout. Decoding, dequantization, missing-modality fill and frame selection (`eval_frames` at equal
   intervals, or all) run in the graph. Outputs `video_id` (string), `classes` (int64 top-k class ids) and
   `scores` (float32 top-k probabilities), `k = min(top_k, num_classes)`.
-- `predict_features`: per modality a dense float32 input `<modality>` `(batch, frames, dim)` and an int32
+- `predict_features`: per modality a dense input `<modality>` `(batch, frames, dim)`, uint8 (the quantized
+  bytes, as in the records) for a quantized modality of a model that takes uint8 (every model trained since
+  uint8 inputs; older ones take float32) and float32 for a float modality, and an int32
   `<modality>_num_frames` `(batch,)` giving each video's real frame count; output `probabilities`
   `(batch, num_classes)`.
 
@@ -30,6 +32,7 @@ import tensorflow as tf
 from ac_keras import data as ac_data
 from ac_keras import schema
 from ac_keras.artifacts import FEATURES_SIGNATURE, NUM_FRAMES_SUFFIX
+from ac_keras.model import adapt_inputs, uint8_modalities
 
 SERVING_SIGNATURE = "serving_default"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -64,6 +67,7 @@ def build_archive(model, task):
     eval_frames = config.data.eval_frames or None
     top_k = config.runtime.top_k
     fill = task.stats.missing_fill
+    uint8_inputs = set(uint8_modalities(model))
 
     archive = keras.export.ExportArchive()
     # Not `archive.track(model)`: the endpoints already capture the weights, and tracking the model as well
@@ -71,9 +75,9 @@ def build_archive(model, task):
 
     def serve(inputs):
         features, _ = ac_data.parse_serialized(
-            inputs, specs, training=False, num_frames=eval_frames, missing_fill=fill
+            inputs, specs, training=False, num_frames=eval_frames, missing_fill=fill, dequantize=False
         )
-        model_inputs = {spec.name: features[spec.name] for spec in specs}
+        model_inputs = adapt_inputs(model, {spec.name: features[spec.name] for spec in specs})
         probabilities = tf.cast(model(model_inputs, training=False), tf.float32)
         scores, classes = _top_k(probabilities, top_k)
         return {"video_id": features[schema.VIDEO_ID_KEY], "classes": classes, "scores": scores}
@@ -95,7 +99,8 @@ def build_archive(model, task):
 
     feature_signature = {}
     for spec in specs:
-        feature_signature[spec.name] = tf.TensorSpec([None, None, spec.dim], tf.float32, name=spec.name)
+        dtype = tf.uint8 if spec.name in uint8_inputs else tf.float32
+        feature_signature[spec.name] = tf.TensorSpec([None, None, spec.dim], dtype, name=spec.name)
         name = spec.name + NUM_FRAMES_SUFFIX
         feature_signature[name] = tf.TensorSpec([None], tf.int32, name=name)
     archive.add_endpoint(name=FEATURES_SIGNATURE, fn=predict_features, input_signature=[feature_signature])

@@ -18,6 +18,7 @@ from ac_keras.layers import (
     AttentionCluster,
     AverageAggregator,
     BiLSTMAggregator,
+    Dequantize,
     FeatureCentering,
     FlattenAggregator,
     TemporalInceptionAggregator,
@@ -120,6 +121,7 @@ def build_model(
     inception_kernel_sizes=(5, 7),
     feature_means=None,
     fused_shift=True,
+    uint8_inputs=(),
     name="attention_clusters",
 ):
     """Builds the multimodal attention-cluster classifier of Fig. 2, or a Table 4 comparison model.
@@ -170,6 +172,10 @@ def build_model(
             layer `<modality>_centering`) before its aggregator. Defaults to None (no centering).
         fused_shift: bool, whether the clusters' shifting operation runs as one XLA kernel in training (the
             same function; `AttentionCluster(fused_shift)`). Defaults to True.
+        uint8_inputs: modalities whose input is the quantized uint8 frames of the records, dequantized by
+            the model's first layer (`Dequantize`, named `<modality>_dequantize`); the input pipeline then
+            hands them over undequantized (`make_dataset(dequantize=False)`). Defaults to none (float
+            inputs).
         name: model name. Defaults to `"attention_clusters"`.
 
     Returns:
@@ -221,6 +227,10 @@ def build_model(
     unknown = [name for name in feature_means if name not in dims]
     if unknown:
         raise ValueError(f"`feature_means` names modalities {unknown} that are not among {list(dims)}.")
+    uint8_inputs = tuple(uint8_inputs)
+    unknown = [name for name in uint8_inputs if name not in dims]
+    if unknown:
+        raise ValueError(f"`uint8_inputs` names modalities {unknown} that are not among {list(dims)}.")
 
     inputs = {}
     encoded = []
@@ -250,11 +260,14 @@ def build_model(
                 inception=inception,
                 regularizer=kernel_regularizer,
             )
+        input_dtype = "uint8" if modality in uint8_inputs else None
         if input_format == "ragged":
-            inputs[modality] = keras.Input(shape=(None, dim), ragged=True, name=modality)
+            inputs[modality] = keras.Input(shape=(None, dim), ragged=True, dtype=input_dtype, name=modality)
         else:
-            inputs[modality] = keras.Input(shape=(None, dim), name=modality)
+            inputs[modality] = keras.Input(shape=(None, dim), dtype=input_dtype, name=modality)
         frames = inputs[modality]
+        if modality in uint8_inputs:
+            frames = Dequantize(name=f"{modality}_dequantize")(frames)
         if modality in feature_means:
             centering = FeatureCentering(feature_means[modality], name=f"{modality}_centering")
             if centering.dim != dim:
@@ -325,3 +338,27 @@ def model_parts(model):
         if isinstance(layer, AttentionCluster) and layer.name.endswith(_CLUSTER_SUFFIX)
     }
     return ModelParts(dropout=dropout, classifier=classifier, clusters=clusters)
+
+
+def uint8_modalities(model):
+    """The modalities whose model input is uint8 (dequantized inside the model), as a tuple of names."""
+    return tuple(
+        tensor.name.split(":")[0]
+        for tensor in model.inputs
+        if str(tensor.dtype) == "uint8" and not tensor.name.endswith(MASK_SUFFIX)
+    )
+
+
+def adapt_inputs(model, features):
+    """`features` (modality -> frames) in the dtypes `model` takes: uint8 frames of a modality the model
+    takes as floats (a model from before `uint8_inputs`) are dequantized; anything else is left alone."""
+    import tensorflow as tf
+
+    from ac_keras import schema
+
+    wanted = {tensor.name.split(":")[0]: str(tensor.dtype) for tensor in model.inputs}
+    adapted = {}
+    for name, frames in features.items():
+        needs_floats = wanted.get(name, "uint8") != "uint8" and frames.dtype == tf.uint8
+        adapted[name] = schema.dequantize(frames) if needs_floats else frames
+    return adapted

@@ -233,3 +233,24 @@ def quantize(
         255.0 / (max_quantized_value - min_quantized_value)
     )
     return np.rint(scaled).astype(np.uint8)
+
+
+def quantize_tensor(
+    values,
+    max_quantized_value: float = MAX_QUANTIZED_VALUE,
+    min_quantized_value: float = MIN_QUANTIZED_VALUE,
+):
+    """`quantize` in TensorFlow ops (float32, ties to even), for values inside a graph; finite values only.
+
+    Args:
+        values: float tensor.
+        max_quantized_value, min_quantized_value: as in `quantize`.
+
+    Returns:
+        A uint8 tensor of the same shape.
+    """
+    _quantization_constants(max_quantized_value, min_quantized_value)
+    values = tf.cast(values, tf.float32)
+    scale = np.float32(255.0 / (max_quantized_value - min_quantized_value))
+    clipped = tf.clip_by_value(values, np.float32(min_quantized_value), np.float32(max_quantized_value))
+    return tf.cast(tf.round((clipped - np.float32(min_quantized_value)) * scale), tf.uint8)

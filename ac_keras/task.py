@@ -24,6 +24,8 @@ class Task:
     Attributes:
         config: the config.
         stats: the `ac_keras.data.ResolvedStats` of `config.data.stats` (all None without a stats file).
+        uint8_inputs: the quantized modalities, which stay uint8 from the records to the model (its
+            `Dequantize` layers dequantize them; the datasets yield their bytes).
 
     Raises:
         ValueError: the statistics file does not fit the config (the message names the file).
@@ -40,6 +42,7 @@ class Task:
             class_balance=data.class_balance,
             center_features=config.model.center_features,
         )
+        self.uint8_inputs = tuple(spec.name for spec in data.feature_specs if spec.quantized)
 
     # ------------------------------------------------------------------------------------------- model
     def build_model(self, *, mixed_precision=None):
@@ -70,6 +73,7 @@ class Task:
                 flatten_frames=config.flatten_frame_count or None,
                 feature_means=self.stats.feature_means,
                 fused_shift=config.training.fused_shift,
+                uint8_inputs=self.uint8_inputs,
             )
         finally:
             keras.mixed_precision.set_global_policy(previous)
@@ -99,6 +103,7 @@ class Task:
             num_classes=data.num_classes if labels else None,
             label_mode=data.label_mode,
             missing_fill=self.stats.missing_fill,
+            dequantize=not self.uint8_inputs,
             skip_corrupt=data.skip_corrupt,
             skip_nonfinite=data.skip_nonfinite,
             **options,

@@ -19,7 +19,7 @@ from absl import app, flags  # noqa: E402
 
 from ac_keras import artifacts, schema  # noqa: E402
 from ac_keras import flags as _flags  # noqa: E402, F401  (defines the shared flags)
-from ac_keras.model import model_parts  # noqa: E402
+from ac_keras.model import adapt_inputs, model_parts  # noqa: E402
 from ac_keras.task import Task  # noqa: E402
 
 _DATA = flags.DEFINE_string("data", None, "TFRecord file pattern whose first videos are drawn.")
@@ -42,7 +42,7 @@ def attention_model(model):
 def attention_maps(model, features):
     """Runs `model` on a features dict; returns `(probabilities, {modality: weights})` as NumPy arrays."""
     inputs = {name: value for name, value in features.items() if name != schema.VIDEO_ID_KEY}
-    probabilities, weights = attention_model(model)(inputs, training=False)
+    probabilities, weights = attention_model(model)(adapt_inputs(model, inputs), training=False)
     return np.asarray(probabilities), {name: np.asarray(value) for name, value in weights.items()}
 
 

@@ -53,6 +53,7 @@ def parse_serialized(
     missing_fill: Mapping | None = None,
     seed=None,
     record_type: str = "auto",
+    dequantize: bool = True,
 ):
     """Parses a batch of serialized records into model inputs; pure TF ops, SavedModel-safe.
 
@@ -71,10 +72,14 @@ def parse_serialized(
         seed: None (stateful random frame sampling), a Python int, or an int tensor of shape (2,) for
             stateless sampling (the same seed gives the same frames). Only used when training.
         record_type: "auto", "frame" or "video"; see `decoder.decode_batch`. Defaults to "auto".
+        dequantize: bool; False hands quantized (uint8) modalities over as their uint8 bytes, for a model
+            that dequantizes them itself (`ac_keras.layers.Dequantize`); their video-level vectors and fill
+            vectors are then quantized (`schema.quantize_tensor`). Defaults to True.
 
     Returns:
         `(features_dict, labels)`: features_dict maps each modality to a float32 `tf.RaggedTensor`
-        `(batch, None, dim)` and `schema.VIDEO_ID_KEY` to the string ids `(batch,)`; labels is float32
+        `(batch, None, dim)` (uint8 for quantized modalities with `dequantize=False`) and
+        `schema.VIDEO_ID_KEY` to the string ids `(batch,)`; labels is float32
         `(batch, num_classes)`, or None when num_classes is None.
 
     Raises:
@@ -91,6 +96,7 @@ def parse_serialized(
         missing_fill=missing_fill,
         seed=seed,
         record_type=record_type,
+        dequantize=dequantize,
     )
     return parsed.features, parsed.labels
 
@@ -109,12 +115,13 @@ def parse_batch(
     record_type: str = "auto",
     record_names=None,
     nonfinite: str = "error",
+    dequantize: bool = True,
 ) -> ParsedBatch:
     """`parse_serialized` with the options the input pipeline and the tools need.
 
     Args:
         serialized, features, training, num_frames, num_classes, label_mode, missing_fill, seed,
-            record_type: as in `parse_serialized`.
+            record_type, dequantize: as in `parse_serialized`.
         fill_missing: bool; False leaves a record without the modality as an empty (length 0) set, which
             the statistics tool needs. Defaults to True.
         record_names: optional string tensor `(batch,)` naming each record (e.g. "file:index") in errors.
@@ -156,15 +163,21 @@ def parse_batch(
             if seed is not None:
                 modality_seed = tf.random.experimental.stateless_fold_in(seed, index)
             modality = decoded.modalities[spec.name]
+            as_uint8 = spec.quantized and not dequantize
             frames_by_name[spec.name] = _frame_level(
-                spec, modality.frames, training=training, num_frames=num_frames, seed=modality_seed
+                spec,
+                modality.frames,
+                training=training,
+                num_frames=num_frames,
+                seed=modality_seed,
+                as_uint8=as_uint8,
             )
             fill = None
             if fill_missing:
                 fill = missing_fill.get(spec.name) if missing_fill is not None else None
                 fill = _fill_vector(spec, fill)
             extras_by_name[spec.name] = _single_vector_sets(
-                spec, frames_by_name[spec.name], modality.video_level, fill, batch_size
+                spec, frames_by_name[spec.name], modality.video_level, fill, batch_size, as_uint8=as_uint8
             )
         outputs = _add_single_vector_sets(frames_by_name, extras_by_name)
         outputs[schema.VIDEO_ID_KEY] = tf.identity(decoded.video_ids)
@@ -459,8 +472,11 @@ def _nonfinite_check(spec, record_nonfinite, describe):
     return tf.logical_not(tf.reduce_any(record_nonfinite)), data
 
 
-def _frame_level(spec, raw_frames, *, training, num_frames, seed):
-    """Selected, decoded, dequantized frame-level frames `(batch, None, dim)`, or None (video-level data)."""
+def _frame_level(spec, raw_frames, *, training, num_frames, seed, as_uint8=False):
+    """Selected, decoded, dequantized frame-level frames `(batch, None, dim)`, or None (video-level data).
+
+    With `as_uint8` a quantized modality's frames stay uint8.
+    """
     if raw_frames is None:
         return None
     indices, row_splits = select_frame_indices(
@@ -472,7 +488,7 @@ def _frame_level(spec, raw_frames, *, training, num_frames, seed):
             frame_bytes = tf.gather(frame_bytes, indices)
         # Only the selected frames are decoded: in training 30 of 300 frames cost 30 frames.
         quantized = tf.reshape(tf.io.decode_raw(frame_bytes, tf.uint8), [-1, spec.dim])
-        values = schema.dequantize(quantized)
+        values = quantized if as_uint8 else schema.dequantize(quantized)
     else:
         values = tf.reshape(raw_frames.flat_values, [-1, spec.dim])
         if indices is not None:
@@ -488,11 +504,11 @@ def _fill_vector(spec, fill):
     return tf.constant(np.asarray(fill, np.float32))
 
 
-def _single_vector_sets(spec, frames, video_level, fill, batch_size):
+def _single_vector_sets(spec, frames, video_level, fill, batch_size, as_uint8=False):
     """Length-1 sets for the records without frame-level frames: their video-level vector, else `fill`.
 
     Returns a `(batch, None, dim)` ragged tensor with one row per record (length 0 or 1), or None when
-    no record can need one (frame-level data without filling).
+    no record can need one (frame-level data without filling). With `as_uint8` the vectors are quantized.
     """
     if video_level is None and fill is None:
         return None
@@ -514,6 +530,8 @@ def _single_vector_sets(spec, frames, video_level, fill, batch_size):
         needs_vector = no_frames & has_video_level
     rows = tf.where(has_video_level, video_level_row, fill_row)
     vectors = tf.gather(table, _boolean_mask(rows, needs_vector))
+    if as_uint8:
+        vectors = schema.quantize_tensor(vectors)
     return tf.RaggedTensor.from_row_lengths(vectors, tf.cast(needs_vector, tf.int64), validate=False)
 
 

@@ -39,6 +39,7 @@ def make_dataset(
     repeat: bool = False,
     drop_remainder: bool = False,
     num_parallel_reads: int | None = None,
+    dequantize: bool = True,
 ) -> tf.data.Dataset:
     """Builds the `tf.data` input pipeline over YouTube-8M-style TFRecords.
 
@@ -72,11 +73,14 @@ def make_dataset(
         drop_remainder: bool, drop the last partial batch (static batch size). Defaults to False.
         num_parallel_reads: int, files read in parallel (interleave cycle length). Defaults to
             min(number of files, 8).
+        dequantize: bool; False yields quantized modalities as uint8 (the record's bytes) for a model that
+            dequantizes them itself (see `parser.parse_serialized`). Defaults to True.
 
     Returns:
         A `tf.data.Dataset` of `(features, labels)`, or `(features, labels, sample_weights)` with
         `class_weights`, or `features` alone when num_classes is None. `features` maps each modality to a
-        float32 `tf.RaggedTensor` `(batch, None, dim)` and `schema.VIDEO_ID_KEY` to string ids `(batch,)`;
+        float32 `tf.RaggedTensor` `(batch, None, dim)` (uint8 for quantized modalities with
+        `dequantize=False`) and `schema.VIDEO_ID_KEY` to string ids `(batch,)`;
         labels are float32 `(batch, num_classes)`; sample weights float32 `(batch,)`.
 
     Raises:
@@ -138,6 +142,7 @@ def make_dataset(
         class_weights=class_weights,
         skip_nonfinite=skip_nonfinite,
         skip_counter=skip_counter,
+        dequantize=dequantize,
     )
     dataset = batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if report_at_end:
@@ -219,6 +224,7 @@ def _batch_parser(
     class_weights,
     skip_nonfinite,
     skip_counter,
+    dequantize=True,
 ):
     """The `Dataset.map` function: `((serialized, record_names), seed)` -> an element of `make_dataset`."""
 
@@ -236,6 +242,7 @@ def _batch_parser(
             record_type=record_type,
             record_names=record_names,
             nonfinite="flag" if skip_nonfinite else "error",
+            dequantize=dequantize,
         )
         targets = ()
         if num_classes is not None:

@@ -11,6 +11,7 @@ from ac_keras.layers.aggregators import (
 from ac_keras.layers.attention import WEIGHTINGS, AttentionUnit
 from ac_keras.layers.centering import FeatureCentering
 from ac_keras.layers.cluster import AttentionCluster
+from ac_keras.layers.dequantize import Dequantize
 from ac_keras.layers.shift import ShiftNormalize, reference_shift_stddev
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "AttentionUnit",
     "AverageAggregator",
     "BiLSTMAggregator",
+    "Dequantize",
     "FeatureCentering",
     "FlattenAggregator",
     "ShiftNormalize",
