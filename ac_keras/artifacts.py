@@ -1,6 +1,8 @@
 """What a run leaves in its model_dir and how later commands load it.
 
     <model_dir>/config.json          the run's `Config` (`Config.to_json`)
+    <model_dir>/extraction.json      how the training features were extracted from video files, copied
+                                     from beside the training records when `tfrecords.extract` made them
     <model_dir>/checkpoints/         step and epoch checkpoints (`ac_keras.trainer`)
     <model_dir>/best/model.keras     the best model by the evaluation metric
     <model_dir>/best/metrics.json    its metrics, epoch and step
@@ -27,6 +29,8 @@ BEST_SUBDIR = "best"
 BEST_MODEL_FILE = "model.keras"
 BEST_METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
+# Written by `tfrecords.extract` beside the records (`ac_keras.extraction.extractor.EXTRACTION_FILE`).
+EXTRACTION_FILE = "extraction.json"
 # The exported SavedModel's signature that takes dense features (ac_keras.export writes it).
 FEATURES_SIGNATURE = "predict_features"
 NUM_FRAMES_SUFFIX = "_num_frames"
@@ -44,6 +48,31 @@ def write_config(model_dir, config):
     """Writes `config.json` into `model_dir` (created if needed)."""
     tf.io.gfile.makedirs(model_dir)
     write_text_atomically(os.path.join(model_dir, CONFIG_FILE), config.to_json())
+
+
+def extraction_description_path(file_pattern):
+    """The `extraction.json` beside the first file `file_pattern` matches (comma-separated globs), or None."""
+    for part in (file_pattern or "").split(","):
+        pattern = part.strip()
+        matched = sorted(tf.io.gfile.glob(pattern)) if pattern else []
+        if matched:
+            candidate = os.path.join(os.path.dirname(matched[0]), EXTRACTION_FILE)
+            return candidate if tf.io.gfile.exists(candidate) else None
+    return None
+
+
+def copy_extraction_description(model_dir, train_data):
+    """Copies the training records' `extraction.json` into `model_dir` (so classify and export can extract
+    features for a new video exactly as the training data was made); returns the copy's path or None."""
+    source = extraction_description_path(train_data)
+    if source is None:
+        return None
+    with tf.io.gfile.GFile(source, "r") as handle:
+        text = handle.read()
+    tf.io.gfile.makedirs(model_dir)
+    target = os.path.join(model_dir, EXTRACTION_FILE)
+    write_text_atomically(target, text)
+    return target
 
 
 def read_config(model_dir):

@@ -37,6 +37,13 @@ _NATIVE_LOG_LINE = re.compile(
     rb"|\d{4}-\d\d-\d\d \d\d:\d\d:[\d.]+: [IWEF] [\w./-]+\.(?:cc|h|cpp|c):\d+\] "
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     rb"|To enable the following instructions: .* rebuild TensorFlow)"
+    # Apache Beam's worker harness notices (tfrecords.extract): the job service's copies of worker log
+    # lines, optional cloud clients it did not find, and its start-up remarks.
+    rb"|^[IW]\d{4} [\d:. ]+\d+ local_job_service\.py:\d+\] Worker: "
+    rb"|^[IW]\d{4} [\d:. ]+\d+ (?:__init__|bigquery)\.py:\d+\] (?:apitools not found|No module named google)"
+    rb"|^WARNING:root:apitools not found"
+    rb"|^(?:INFO|WARNING):__main__:(?:Logging handler created|No semi_persistent_directory)"
+    rb"|^WARNING:apache_beam\.options\.pipeline_options:Discarding unparseable args"
 )
 
 

@@ -35,7 +35,10 @@ from ac_keras.artifacts import FEATURES_SIGNATURE, NUM_FRAMES_SUFFIX
 from ac_keras.model import adapt_inputs, uint8_modalities
 
 SERVING_SIGNATURE = "serving_default"
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+EXTRA_ASSETS_DIR = "assets.extra"
+WARMUP_FILE = os.path.join(EXTRA_ASSETS_DIR, "tf_serving_warmup_requests")
+# The training features' extraction.json (tfrecords.extract), copied into the export.
+EXTRACTION_FILE = "extraction.json"
 
 
 def next_version(export_dir):
@@ -139,6 +142,11 @@ def export_saved_model(model, task, export_dir, warmup_examples=()):
     build_archive(model, task).write_out(temporary, verbose=False)
     if warmup_examples:
         write_warmup_requests(os.path.join(temporary, WARMUP_FILE), warmup_examples)
+    model_dir = task.config.runtime.model_dir
+    extraction = os.path.join(model_dir, EXTRACTION_FILE) if model_dir else None
+    if extraction and tf.io.gfile.exists(extraction):
+        tf.io.gfile.makedirs(os.path.join(temporary, EXTRA_ASSETS_DIR))
+        tf.io.gfile.copy(extraction, os.path.join(temporary, EXTRA_ASSETS_DIR, EXTRACTION_FILE))
     if tf.io.gfile.exists(final):  # Another exporter took this version meanwhile: never overwrite it.
         raise FileExistsError(
             f"Export version {final} appeared while exporting; the new model is in {temporary}."

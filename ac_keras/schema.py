@@ -200,10 +200,15 @@ def dequantize(
     return np.asarray(values).astype(np.float32) * np.float32(scale) + np.float32(bias)
 
 
+ROUNDINGS = ("nearest", "truncate")
+
+
 def quantize(
     values,
     max_quantized_value: float = MAX_QUANTIZED_VALUE,
     min_quantized_value: float = MIN_QUANTIZED_VALUE,
+    *,
+    rounding: str = "nearest",
 ) -> np.ndarray:
     """The released YouTube-8M feature extractor's quantization, bit for bit: clip, then round.
 
@@ -217,21 +222,29 @@ def quantize(
         values: float array-like (NumPy or anything `np.asarray` accepts, eager tensors included).
         max_quantized_value: float, upper end of the quantization range. Defaults to 2.0.
         min_quantized_value: float, lower end of the quantization range. Defaults to -2.0.
+        rounding: "nearest" (the YouTube-8M frame feature extractor's `int(round(f))`, the default) or
+            "truncate" (the AudioSet VGGish postprocessor's `astype(np.uint8)`, which drops the fraction;
+            its scaled values are never negative, so this is the floor).
 
     Returns:
         A uint8 NumPy array of the same shape.
 
     Raises:
-        ValueError: if any value is NaN or infinite (the extractor's `int(round(nan))` fails too).
+        ValueError: if any value is NaN or infinite (the extractor's `int(round(nan))` fails too), or an
+            unknown `rounding`.
     """
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}.")
     _quantization_constants(max_quantized_value, min_quantized_value)  # checks the range
-    values = np.asarray(values, dtype=np.float32)
+    # The frame extractor computes in float32; the VGGish postprocessor in the dtype its PCA gives (float64).
+    dtype = np.float64 if rounding == "truncate" and np.asarray(values).dtype == np.float64 else np.float32
+    values = np.asarray(values, dtype=dtype)
     if not np.all(np.isfinite(values)):
         raise ValueError("Cannot quantize NaN or infinite values.")
-    low, high = np.float32(min_quantized_value), np.float32(max_quantized_value)
-    scaled = (np.clip(values, low, high) - low) * np.float32(
-        255.0 / (max_quantized_value - min_quantized_value)
-    )
+    low, high = dtype(min_quantized_value), dtype(max_quantized_value)
+    scaled = (np.clip(values, low, high) - low) * dtype(255.0 / (max_quantized_value - min_quantized_value))
+    if rounding == "truncate":
+        return np.floor(scaled).astype(np.uint8)
     return np.rint(scaled).astype(np.uint8)
 
 
@@ -239,18 +252,23 @@ def quantize_tensor(
     values,
     max_quantized_value: float = MAX_QUANTIZED_VALUE,
     min_quantized_value: float = MIN_QUANTIZED_VALUE,
+    *,
+    rounding: str = "nearest",
 ):
     """`quantize` in TensorFlow ops (float32, ties to even), for values inside a graph; finite values only.
 
     Args:
         values: float tensor.
-        max_quantized_value, min_quantized_value: as in `quantize`.
+        max_quantized_value, min_quantized_value, rounding: as in `quantize`.
 
     Returns:
         A uint8 tensor of the same shape.
     """
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}.")
     _quantization_constants(max_quantized_value, min_quantized_value)
     values = tf.cast(values, tf.float32)
     scale = np.float32(255.0 / (max_quantized_value - min_quantized_value))
     clipped = tf.clip_by_value(values, np.float32(min_quantized_value), np.float32(max_quantized_value))
-    return tf.cast(tf.round((clipped - np.float32(min_quantized_value)) * scale), tf.uint8)
+    scaled = (clipped - np.float32(min_quantized_value)) * scale
+    return tf.cast(tf.floor(scaled) if rounding == "truncate" else tf.round(scaled), tf.uint8)

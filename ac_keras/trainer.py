@@ -250,6 +250,7 @@ class Trainer:
         artifacts.check_same_run(config.runtime.model_dir, config)
         if self.is_chief:
             artifacts.write_config(config.runtime.model_dir, config)
+            artifacts.copy_extraction_description(config.runtime.model_dir, config.data.train_data)
         if self.checkpoints:
             self.restore()
         if step_fn is None:

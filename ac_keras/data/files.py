@@ -8,6 +8,8 @@ of records, so the bookkeeping runs once per chunk, not once per record.
 """
 
 import concurrent.futures
+import hashlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -255,3 +257,23 @@ def _check_file_end(filename, file_size, is_end, num_records, num_bytes, skip_co
             return tf.constant(False)
 
     return [tf.cond(truncated, skip, lambda: tf.constant(True))]
+
+
+def file_sha256(path, chunk_size: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes as 64 lowercase hex digits, read in chunks through `tf.io.gfile`.
+
+    Args:
+        path: str or path-like, a local or `tf.io.gfile` path (gs://...).
+        chunk_size: int, bytes read at a time. Defaults to 1 MiB.
+
+    Raises:
+        MissingDataError: the file does not exist (or is a directory).
+    """
+    path = os.fspath(path)
+    if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
+        raise MissingDataError(f"Cannot hash {path}: no such file.")
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(path, "rb") as stream:
+        while chunk := stream.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

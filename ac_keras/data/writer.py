@@ -26,6 +26,7 @@ def make_sequence_example(
     features,
     *,
     allow_missing: bool = False,
+    video_level: Mapping[str, np.ndarray] | None = None,
 ) -> tf.train.SequenceExample:
     """Builds one frame-level record.
 
@@ -38,6 +39,9 @@ def make_sequence_example(
         features: feature spec string (e.g. "rgb:1024,audio:128") or sequence of `schema.FeatureSpec`.
         allow_missing: bool; True writes a record without the modalities absent from `frames` (the reader
             fills them), False raises. Defaults to False.
+        video_level: optional dict modality name -> float vector `(dim,)` stored in the context as
+            `mean_<name>` (the released extractor's `mean_rgb`: the mean of a video's frame features). The
+            reader uses it only for a record without frames of that modality.
 
     Returns:
         A `tf.train.SequenceExample`.
@@ -76,6 +80,15 @@ def make_sequence_example(
         else:
             for frame in values.astype(np.float32).tolist():
                 feature_list.add().float_list.value.extend(frame)
+    for name, given in (video_level or {}).items():
+        spec = next((spec for spec in specs if spec.name == name), None)
+        vector = np.asarray(given, np.float32).reshape(-1)
+        if spec is None or vector.size != spec.dim or not np.all(np.isfinite(vector)):
+            raise ValueError(
+                f"Video {video_id!r}: video-level mean_{name} must be {spec.dim if spec else '?'} finite "
+                f"floats of a declared modality, got {vector.size} values."
+            )
+        example.context.feature[spec.video_level_key].float_list.value.extend(vector.tolist())
     return example
 
 

@@ -1,0 +1,334 @@
+"""`python -m tfrecords.extract`: video files made here -> Beam pipeline -> records the readers take.
+
+Two classes of clips that differ in picture (bright vs dark, moving vs still) and in sound (a low vs a high
+tone) go through the whole command (DirectRunner); the records are read by `make_dataset`, by a reader of
+the YouTube-8M starter's layout, and a tiny attention-cluster model learns the classes from them.
+"""
+
+import csv
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ac_keras import schema
+from ac_keras.data import make_dataset
+from ac_keras.extraction import extractor as extractor_lib
+from ac_keras.testing import videos
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SIZE = (48, 32)  # width, height of the clips
+
+
+def _picture(bright, moving):
+    def frame_fn(t):
+        height, width = SIZE[1], SIZE[0]
+        rows, cols = np.mgrid[0:height, 0:width]
+        shift = int(round(4 * t)) if moving else 0
+        pattern = (((cols + shift) // 4 + rows // 4) % 2).astype(np.float32)
+        level = 200.0 if bright else 40.0
+        picture = level + 40.0 * pattern
+        return np.repeat(picture[..., None], 3, axis=2).clip(0, 255).astype(np.uint8)
+
+    return frame_fn
+
+
+def make_clips(directory, per_class=3):
+    """Clips of two classes (two codecs/containers, with and without audio); returns the labels CSV path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = ["path,labels"]
+    for index in range(2 * per_class):
+        label = index % 2
+        name = f"clip{index}.{'mp4' if index % 3 else 'webm'}"
+        codec = "libx264" if name.endswith("mp4") else "libvpx-vp9"
+        audio_codec = "aac" if name.endswith("mp4") else "libopus"
+        tone = (300.0 if label == 0 else 3000.0) if index != 3 else None  # clip3 has no audio stream
+        videos.encode_clip(
+            str(directory / name),
+            seconds=3.3,
+            fps=7.5,
+            codec=codec,
+            size=SIZE,
+            audio_tone_hz=tone,
+            audio_codec=audio_codec,
+            frame_fn=_picture(bright=label == 0, moving=label == 1),
+        )
+        rows.append(f"{name},{label}")
+    (directory / "labels.csv").write_text("\n".join(rows) + "\n")
+    return directory / "labels.csv", rows
+
+
+def tiny_models(directory):
+    """Small .keras models: rgb over 32 x 32 RGB, flow over 32 x 32 flow images, audio over log-mels."""
+    keras.utils.set_random_seed(0)
+    rgb = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Conv2D(6, 3, strides=2),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
+    flow = keras.Sequential(
+        [
+            keras.Input((32, 32, 2)),
+            keras.layers.Rescaling(1 / 127.5, offset=-1),
+            keras.layers.Conv2D(4, 3),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
+    audio = keras.Sequential(
+        [keras.Input((96, 64, 1)), keras.layers.AveragePooling2D((96, 8)), keras.layers.Flatten()]
+    )
+    paths = {}
+    for name, model in (("rgb", rgb), ("flow", flow), ("audio", audio)):
+        paths[name] = str(directory / f"{name}.keras")
+        model.save(paths[name])
+    return paths
+
+
+def run_extract(*args, check=True):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, "-m", "tfrecords.extract", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"extract failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("extract")
+    csv_path, rows = make_clips(root / "videos")
+    # Bad files are listed in the CSV too: each must land in errors.csv, and the job go on without them.
+    videos.write_zero_bytes(str(root / "videos" / "empty.mp4"))
+    videos.write_text_as_video(str(root / "videos" / "notes.mp4"))
+    videos.write_truncated(str(root / "videos" / "clip1.mp4"), str(root / "videos" / "cut.mp4"))
+    rows += ["empty.mp4,0", "notes.mp4,1", "cut.mp4,1"]
+    csv_path.write_text("\n".join(rows) + "\n")
+    models = tiny_models(root)
+    output = root / "records"
+    result = run_extract(
+        f"--labels_csv={csv_path}",
+        f"--output_dir={output}",
+        "--modalities=rgb,audio,flow",
+        f"--rgb_model={models['rgb']}",
+        f"--audio_model={models['audio']}",
+        f"--flow_model={models['flow']}",
+        "--fps=2",
+        "--num_shards=2",
+        "--num_workers=2",
+        "--batch_size=8",
+    )
+    return {"root": root, "output": output, "models": models, "result": result, "csv": csv_path}
+
+
+@pytest.mark.slow  # runs the command (Beam workers, TensorFlow start-up)
+def test_writes_shards_extraction_errors_and_stats(extracted):
+    output = extracted["output"]
+    names = sorted(os.listdir(output))
+    assert [name for name in names if name.endswith(".tfrecord")] == [
+        "train-00000-of-00002.tfrecord",
+        "train-00001-of-00002.tfrecord",
+    ]
+    assert {"extraction.json", "errors.csv", "stats.json"} <= set(names)
+    assert not [name for name in names if "temp" in name or name.startswith(".")]
+    with open(output / "errors.csv") as handle:
+        errors = {row["video"]: row for row in csv.DictReader(handle)}
+    assert set(errors) == {"empty", "notes", "cut"}
+    assert errors["empty"]["kind"] == "zero_bytes"
+    assert errors["notes"]["kind"] == "unreadable"
+    assert errors["cut"]["path"].endswith("cut.mp4") and errors["cut"]["detail"]
+    description = json.loads((output / "extraction.json").read_text())
+    assert description["features"] == "rgb:6:float,audio:8:float,flow:4:float"
+    assert description["sampling"]["fps"] == 2.0
+    rgb_model = description["modalities"]["rgb"]["model"]
+    assert any(
+        isinstance(value, str) and len(value) == 64
+        for value in json.dumps(rgb_model).replace('"', " ").split()
+    ), rgb_model  # the .keras file's SHA-256
+    stats = json.loads((output / "stats.json").read_text())
+    assert stats["num_videos"] == 6 and stats["class_counts"] == [3, 3]
+    assert stats["modalities"]["audio"]["num_videos_missing"] == 1  # clip3 has no audio stream
+    stdout = extracted["result"].stdout
+    assert "--features=rgb:6:float,audio:8:float,flow:4:float" in stdout
+    assert "3 video(s) could not be used" in stdout and "python -m ac_keras.train" in stdout
+
+
+def _records(output):
+    files = sorted(str(path) for path in output.glob("train-*.tfrecord"))
+    return {
+        example.context.feature["id"].bytes_list.value[0].decode(): example
+        for example in (
+            tf.train.SequenceExample.FromString(record.numpy()) for record in tf.data.TFRecordDataset(files)
+        )
+    }
+
+
+@pytest.mark.slow  # runs the command (Beam workers, TensorFlow start-up)
+def test_records_hold_frames_per_fps_and_equal_the_extractor_on_each_video(extracted):
+    records = _records(extracted["output"])
+    assert sorted(records) == [f"clip{index}" for index in range(6)]
+    description = json.loads((extracted["output"] / "extraction.json").read_text())
+    extractor = extractor_lib.Extractor.from_description(description)
+    for video_id, example in records.items():
+        lists = example.feature_lists.feature_list
+        # 3.3 s at 2 fps: frames at 0, 0.5, ..., 3.0 -> 7; flow between consecutive frames -> 6;
+        # audio: 3.3 s of 0.96 s patches -> 3 (clip3: no audio stream, left missing).
+        assert len(lists["rgb"].feature) == 7
+        assert len(lists["flow"].feature) == 6
+        assert len(lists["audio"].feature) == (0 if video_id == "clip3" else 3)
+        assert ("mean_audio" in example.context.feature) == (video_id != "clip3")
+        label = int(video_id[-1]) % 2
+        assert list(example.context.feature["labels"].int64_list.value) == [label]
+        arrays = extractor.extract(str(extracted["root"] / "videos" / _file_of(video_id)))
+        for name, array in arrays.items():
+            stored = np.array([list(feature.float_list.value) for feature in lists[name].feature], np.float32)
+            np.testing.assert_allclose(stored, array, rtol=1e-5, atol=1e-5, err_msg=f"{video_id} {name}")
+            np.testing.assert_allclose(
+                example.context.feature[f"mean_{name}"].float_list.value,
+                array.mean(axis=0),
+                rtol=1e-5,
+                atol=1e-5,
+            )
+
+
+def _file_of(video_id):
+    index = int(video_id[len("clip") :])
+    return f"{video_id}.{'mp4' if index % 3 else 'webm'}"
+
+
+@pytest.mark.slow  # runs the command (Beam workers, TensorFlow start-up)
+def test_a_tiny_model_learns_the_classes_from_the_extracted_records(extracted):
+    from ac_keras.model import build_model
+
+    features = "rgb:6:float,audio:8:float,flow:4:float"
+    pattern = str(extracted["output"] / "train-*.tfrecord")
+    dataset = make_dataset(
+        pattern,
+        features,
+        batch_size=6,
+        training=False,
+        num_classes=2,
+        num_frames=4,
+        missing_fill={"audio": np.zeros(8, np.float32)},
+    )
+
+    def dense(inputs, labels):  # Keras `fit` takes the dense + mask input format
+        outputs = {}
+        for name in ("rgb", "audio", "flow"):
+            outputs[name] = inputs[name].to_tensor()
+            outputs[name + "_mask"] = tf.sequence_mask(inputs[name].row_lengths(), 4, dtype="int32")
+            outputs[name] = tf.pad(outputs[name], [[0, 0], [0, 4 - tf.shape(outputs[name])[1]], [0, 0]])
+        return outputs, labels
+
+    keras.utils.set_random_seed(1)
+    model = build_model(
+        features, {"rgb": 2, "audio": 2, "flow": 2}, 2, fc2_units=4, dropout=0.0, input_format="dense"
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.05), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
+    history = model.fit(dataset.map(dense).repeat(), steps_per_epoch=10, epochs=4, verbose=0)
+    assert history.history["accuracy"][-1] == 1.0
+
+
+@pytest.mark.slow  # runs the command (Beam workers, TensorFlow start-up)
+def test_existing_output_is_refused_before_any_work(extracted):
+    result = run_extract(
+        f"--labels_csv={extracted['csv']}",
+        f"--output_dir={extracted['output']}",
+        "--modalities=rgb",
+        f"--rgb_model={extracted['models']['rgb']}",
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "already exists" in result.stderr and "--overwrite" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow  # one process each
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--videos=/nonexistent/*.mp4"], "matches no file"),
+        (["--videos=X", "--modalities=rgb,smell"], "unknown modality 'smell'"),
+        (["--videos=X", "--rgb_model=resnet9000"], "resnet9000"),
+        (["--videos=X", "--rgb_model=/nowhere/model.keras"], "/nowhere/model.keras"),
+        (
+            ["--videos=X", "--modalities=audio", "--audio_weights=/nowhere/vggish_model.ckpt"],
+            "vggish_model.ckpt",
+        ),
+        (["--videos=X", "--modalities=rgb", "--yt8m_model_dir=/nowhere/yt8m"], "classify_image_graph_def.pb"),
+    ],
+)
+def test_bad_flags_and_missing_model_files_give_a_short_message(tmp_path, args, message):
+    clip = videos.encode_clip(str(tmp_path / "a.mp4"), seconds=1.0, fps=4, size=SIZE)
+    args = [arg.replace("--videos=X", f"--videos={clip}") for arg in args]
+    result = run_extract(*args, f"--output_dir={tmp_path / 'out'}", check=False)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_labels_csv_reader(tmp_path):
+    from tfrecords import extract
+
+    (tmp_path / "l.csv").write_text("id,path,labels\nv1,a.mp4,3;1\nv2,/abs/b.webm,\n")
+    tasks = extract.read_labels_csv(str(tmp_path / "l.csv"))
+    assert [(t.video_id, t.path, t.labels) for t in tasks] == [
+        ("v1", str(tmp_path / "a.mp4"), (1, 3)),
+        ("v2", "/abs/b.webm", ()),
+    ]
+    (tmp_path / "m.csv").write_text("a.mp4,2 5\nsub/c.mkv,7\n")
+    tasks = extract.read_labels_csv(str(tmp_path / "m.csv"))
+    assert [(t.video_id, t.labels) for t in tasks] == [("a", (2, 5)), ("c", (7,))]
+    (tmp_path / "bad.csv").write_text("a.mp4,x\n")
+    with pytest.raises(ValueError, match=r"bad.csv:1: labels must be integers"):
+        extract.read_labels_csv(str(tmp_path / "bad.csv"))
+
+
+@pytest.mark.slow  # runs the command (Beam workers, TensorFlow start-up)
+def test_quantized_records_read_as_the_starter_reads_them(tmp_path):
+    """--pca_dims: PCA fitted on the features, bytes per frame; parsed the starter's way (decode_raw)."""
+    csv_path, _ = make_clips(tmp_path / "videos", per_class=2)
+    models = tiny_models(tmp_path)
+    output = tmp_path / "records"
+    run_extract(
+        f"--labels_csv={csv_path}",
+        f"--output_dir={output}",
+        "--modalities=rgb",
+        f"--rgb_model={models['rgb']}",
+        "--pca_dims=3",
+        "--num_frames=5",
+        "--num_workers=1",
+    )
+    description = json.loads((output / "extraction.json").read_text())
+    assert description["features"] == "rgb:3"
+    assert (output / "pca_rgb.npz").exists()
+    # The starter's frame-level reader: context id/labels, feature list of one byte string per frame.
+    for record in tf.data.TFRecordDataset(sorted(str(p) for p in output.glob("train-*.tfrecord"))):
+        context, sequence = tf.io.parse_single_sequence_example(
+            record,
+            context_features={
+                "id": tf.io.FixedLenFeature([], tf.string),
+                "labels": tf.io.VarLenFeature(tf.int64),
+            },
+            sequence_features={"rgb": tf.io.FixedLenSequenceFeature([], dtype=tf.string)},
+        )
+        frames = tf.reshape(tf.cast(tf.io.decode_raw(sequence["rgb"], tf.uint8), tf.float32), [-1, 3])
+        assert frames.shape[0] == 5
+        values = schema.dequantize(frames.numpy().astype(np.uint8))
+        assert np.all(np.abs(values) <= 2.01)
