@@ -472,13 +472,21 @@ def _sha256_or_none(path: str) -> str | None:
     return file_sha256(path) if tf.io.gfile.exists(path) else None
 
 
-def _resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    """`frame` resized to (height, width) with area averaging (OpenCV `INTER_AREA`); None keeps it."""
-    if size is None or tuple(frame.shape[:2]) == tuple(size):
-        return frame
-    import cv2
+def resize_frames(frames, size: tuple[int, int] | None):
+    """Frames `(..., H, W, C)` uint8 resized to `size` (height, width) by area averaging, rounded to uint8.
 
-    return cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    TensorFlow ops (`tf.image.resize(method="area")`), so the exported frames signature
+    (`ac_keras.export --with_extractor`) resizes exactly as the extraction did. None keeps the frames.
+    """
+    if size is None or tuple(frames.shape[-3:-1]) == tuple(size):
+        return frames
+    resized = tf.image.resize(tf.cast(frames, tf.float32), size, method="area")
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+
+def _resize(frame: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """One decoded frame through `resize_frames`, as a NumPy array."""
+    return np.asarray(resize_frames(frame, size))
 
 
 def library_versions() -> dict:
