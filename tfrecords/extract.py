@@ -386,7 +386,8 @@ def main(argv) -> None:
         f"  python -m ac_keras.train --train_data='{pattern}' --features={feature_spec}"
         f"{stats_flag}{classes_flag} --model_dir=runs/my_model"
     )
-    print(f"Inspect: python -m tfrecords.inspect --data='{pattern}' --features={feature_spec}")
+    if result.shards:
+        print(f"Inspect a record: python -m tfrecords.inspect {result.shards[0]} --features={feature_spec}")
     sys.stdout.flush()
 
 

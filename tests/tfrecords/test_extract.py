@@ -332,3 +332,64 @@ def test_quantized_records_read_as_the_starter_reads_them(tmp_path):
         assert frames.shape[0] == 5
         values = schema.dequantize(frames.numpy().astype(np.uint8))
         assert np.all(np.abs(values) <= 2.01)
+
+
+@pytest.mark.slow  # runs the command with the full-size VGGish stand-in (290 MB checkpoint)
+def test_yt8m_and_vggish_records_are_the_released_recipes_bit_for_bit(tmp_path):
+    """--rgb_model=yt8m and --audio_model=vggish on stand-ins with the released file names and layouts: each
+    stored byte equals the released recipe computed here outside the pipeline (graph + PCA + nearest
+    rounding for rgb; VGGish + PCA + truncation for audio), and mean_rgb is the mean of the float features."""
+    from ac_keras.extraction import audio, video, yt8m
+    from ac_keras.testing import vggish_standin, yt8m_standin
+
+    model_dir = yt8m_standin.write_standin_model_dir(str(tmp_path / "yt8m"))
+    checkpoint, _ = vggish_standin.write_vggish_checkpoint(str(tmp_path / "vggish"))
+    pca_path = vggish_standin.write_vggish_pca(str(tmp_path / "vggish"))
+    clip = videos.encode_clip(
+        str(tmp_path / "tone.mp4"), seconds=2.5, fps=30000 / 1001, size=(64, 48), audio_tone_hz=1000.0
+    )
+    output = tmp_path / "records"
+    result = run_extract(
+        f"--videos={clip}",
+        f"--output_dir={output}",
+        f"--yt8m_model_dir={model_dir}",
+        f"--audio_weights={checkpoint}",
+        "--num_workers=1",
+    )
+    assert "--features=rgb:1024,audio:128" in result.stdout
+    (record,) = _records(output).values()
+    lists = record.feature_lists.feature_list
+    stored_rgb = np.stack([np.frombuffer(f.bytes_list.value[0], np.uint8) for f in lists["rgb"].feature])
+    stored_audio = np.stack([np.frombuffer(f.bytes_list.value[0], np.uint8) for f in lists["audio"].feature])
+
+    _, frames = video.read_frames(clip, video.Sampling(fps=1.0, max_frames=300))
+    assert len(frames) == 3  # 0, 1, 2 s
+    rgb = yt8m.Yt8mEmbedder(model_dir).embed(frames)
+    np.testing.assert_array_equal(stored_rgb, schema.quantize(rgb))  # the extractor's quantize(), nearest
+    np.testing.assert_allclose(
+        record.context.feature["mean_rgb"].float_list.value, rgb.mean(axis=0), rtol=1e-5, atol=1e-5
+    )
+
+    waveform = video.read_audio(clip)
+    reference = audio.AudioEmbedder.from_vggish(checkpoint, pca_path).embed_waveform(waveform)
+    assert stored_audio.shape == (2, 128)  # 2.5 s: two 0.96 s patches
+    np.testing.assert_array_equal(stored_audio, reference)
+    description = json.loads((output / "extraction.json").read_text())
+    assert description["modalities"]["audio"]["quantization"]["rounding"] == "truncate"
+    assert description["modalities"]["rgb"]["quantization"]["rounding"] == "nearest"
+
+
+def test_training_copies_extraction_json_beside_the_records_into_the_model_dir(tmp_path):
+    from ac_keras import artifacts
+
+    records = tmp_path / "records"
+    records.mkdir()
+    (records / "train-00000-of-00001.tfrecord").write_bytes(b"")
+    assert (
+        artifacts.copy_extraction_description(str(tmp_path / "run"), str(records / "train-*.tfrecord"))
+        is None
+    )
+    (records / "extraction.json").write_text('{"format": "x"}\n')
+    copied = artifacts.copy_extraction_description(str(tmp_path / "run"), f"/nowhere/*,{records}/train-*")
+    assert copied == str(tmp_path / "run" / "extraction.json")
+    assert json.loads(pathlib.Path(copied).read_text()) == {"format": "x"}
