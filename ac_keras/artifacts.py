@@ -3,6 +3,7 @@
     <model_dir>/config.json          the run's `Config` (`Config.to_json`)
     <model_dir>/extraction.json      how the training features were extracted from video files, copied
                                      from beside the training records when `tfrecords.extract` made them
+    <model_dir>/class_names.csv      the class names of `--class_names` (`index,name` rows)
     <model_dir>/checkpoints/         step and epoch checkpoints (`ac_keras.trainer`)
     <model_dir>/best/model.keras     the best model by the evaluation metric
     <model_dir>/best/metrics.json    its metrics, epoch and step
@@ -10,9 +11,13 @@
 
 Every file is written to a temporary name and renamed into place, so an interrupted run never leaves a
 half-written one. `load_predictor` gives evaluation and prediction one function from features to
-probabilities, from the best model of a model_dir or from an exported SavedModel.
+probabilities, from the best model of a model_dir or from an exported SavedModel. An export carries the
+run's files that a program classifying new videos needs in `<saved_model>/assets.extra/` (config.json,
+stats.json, extraction.json, class_names.csv); `run_file` finds them in either place.
 """
 
+import csv
+import io
 import json
 import os
 
@@ -31,6 +36,11 @@ BEST_METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.json"
 # Written by `tfrecords.extract` beside the records (`ac_keras.extraction.extractor.EXTRACTION_FILE`).
 EXTRACTION_FILE = "extraction.json"
+CLASS_NAMES_FILE = "class_names.csv"
+# An export's copy of the run's --stats file (the fill of a missing modality).
+STATS_FILE = "stats.json"
+# Where an exported SavedModel version keeps the run's files (TF Serving's directory for extra files).
+EXTRA_ASSETS_DIR = "assets.extra"
 # The exported SavedModel's signature that takes dense features (ac_keras.export writes it).
 FEATURES_SIGNATURE = "predict_features"
 NUM_FRAMES_SUFFIX = "_num_frames"
@@ -73,6 +83,196 @@ def copy_extraction_description(model_dir, train_data):
     target = os.path.join(model_dir, EXTRACTION_FILE)
     write_text_atomically(target, text)
     return target
+
+
+def run_file(name, *, model_dir=None, saved_model=None):
+    """The path of one of the run's files: `<saved_model>/assets.extra/<name>` when `saved_model` is given,
+    else `<model_dir>/<name>` (it may not exist)."""
+    if saved_model:
+        return os.path.join(saved_model, EXTRA_ASSETS_DIR, name)
+    if not model_dir:
+        raise UsageError("Give --model_dir (its best model is used) or --saved_model.")
+    return os.path.join(model_dir, name)
+
+
+def load_run_config(*, model_dir=None, saved_model=None, **overrides):
+    """The validated `Config` of the run that made a model_dir or an export, with fields replaced by name.
+
+    The statistics are the run's `--stats` file (an export's copy in `assets.extra/stats.json`) unless
+    `overrides` name others; a missing one is an error, since the fill of a missing modality depends on it.
+
+    Raises:
+        MissingDataError: no config.json (the message says where it was looked for), or the statistics
+            file it records is gone.
+    """
+    path = run_file(CONFIG_FILE, model_dir=model_dir, saved_model=saved_model)
+    what = f"--saved_model {saved_model}" if saved_model else f"--model_dir {model_dir}"
+    if not tf.io.gfile.exists(saved_model or model_dir):
+        raise MissingDataError(f"{what} does not exist.")
+    if not tf.io.gfile.exists(path):
+        raise MissingDataError(
+            f"{what} has no {path}: it was not made by `python -m ac_keras.train` (or `ac_keras.export` of "
+            "this version), so the settings of the run are unknown."
+        )
+    with tf.io.gfile.GFile(path) as handle:
+        saved = json.loads(handle.read())
+    from ac_keras import config as ac_config
+
+    recorded = ac_config.flat_config_dict(saved).get("stats")
+    if recorded and "stats" not in overrides:
+        copy = run_file(STATS_FILE, saved_model=saved_model) if saved_model else None
+        if copy and tf.io.gfile.exists(copy):
+            overrides["stats"] = copy
+        elif not tf.io.gfile.exists(recorded):
+            raise MissingDataError(
+                f"The run's statistics file {recorded} ({path}: --stats) does not exist; the fill of a "
+                "missing modality comes from it. Pass --stats=PATH (the same file)."
+            )
+    try:
+        return ac_config.from_saved(saved, **overrides)
+    except ac_config.ConfigError as error:
+        raise DataError(f"{path}: {error}") from None
+
+
+def load_extractor(features, *, model_dir=None, saved_model=None):
+    """The feature extractor of a model's training data, rebuilt from its extraction.json.
+
+    Only the modalities of `features` are kept (the records may hold more than the model reads); each must
+    have been extracted with the dim and dtype the model takes. `Extractor.from_description` checks every
+    file the kept modalities were extracted with against its recorded SHA-256.
+
+    Args:
+        features: the model's feature spec string or sequence of `schema.FeatureSpec`; None keeps every
+            extracted modality (a client computing flow images, say).
+        model_dir, saved_model: where the extraction.json is (`run_file`).
+
+    Returns:
+        An `ac_keras.extraction.extractor.Extractor`.
+
+    Raises:
+        MissingDataError: there is no extraction.json (the model was not trained on features of
+            `python -m tfrecords.extract`), or a file it records is gone.
+        DataError: a modality the model reads was not extracted, or differs in dim or dtype, or a recorded
+            file has changed.
+    """
+    from ac_keras.extraction import extractor as extractor_lib
+
+    path = run_file(EXTRACTION_FILE, model_dir=model_dir, saved_model=saved_model)
+    if not tf.io.gfile.exists(path):
+        raise MissingDataError(
+            f"{path} does not exist: the model was not trained on features of `python -m tfrecords.extract`, "
+            "so nothing records how to extract its features from a video."
+        )
+    description = extractor_lib.read_description(path)
+    try:
+        extracted = {spec.name: spec for spec in schema.parse_features(description.get("features"))}
+    except ValueError as error:
+        raise DataError(f"{path}: {error}") from None
+    specs = tuple(extracted.values()) if features is None else schema.to_feature_specs(features)
+    for spec in specs:
+        if extracted.get(spec.name) != spec:
+            found = extracted.get(spec.name, "not extracted")
+            raise DataError(f"{path}: the model takes {spec}, the extraction made {found}.")
+    names = {spec.name for spec in specs}
+    kept = dict(
+        description,
+        modalities={name: entry for name, entry in description["modalities"].items() if name in names},
+    )
+    return extractor_lib.Extractor.from_description(kept, source=path)
+
+
+def read_class_names(path, num_classes):
+    """Reads a class names CSV: `index,name` rows, an optional header first.
+
+    Args:
+        path: str, local or `gs://`.
+        num_classes: int; every index must lie in `0 .. num_classes - 1`.
+
+    Returns:
+        A tuple of `num_classes` names, "" for a class the file does not name.
+
+    Raises:
+        MissingDataError: the file does not exist.
+        DataError: naming the file and line: not two columns, an index that is not an integer or out of
+            range, an index or a name given twice, an empty name, or no class named at all.
+    """
+    if not tf.io.gfile.exists(path):
+        raise MissingDataError(f"--class_names: {path} does not exist.")
+    with tf.io.gfile.GFile(path, "r") as handle:
+        text = handle.read().removeprefix("\ufeff")  # a byte order mark, as spreadsheets write
+    names = [""] * num_classes
+    lines_of_index, lines_of_name = {}, {}
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as error:
+        raise DataError(f"{path}: not a readable CSV ({error}).") from None
+    first = True
+    for line, row in enumerate(rows, start=1):
+        cells = [cell.strip() for cell in row]
+        if not "".join(cells):
+            continue
+        if len(cells) != 2:
+            raise DataError(f"{path}:{line}: expected two columns, index,name; got {row!r}.")
+        index_text, name = cells
+        try:
+            index = int(index_text)
+        except ValueError:
+            if first:  # a header
+                first = False
+                continue
+            raise DataError(f"{path}:{line}: the class index {index_text!r} is not an integer.") from None
+        first = False
+        if not 0 <= index < num_classes:
+            raise DataError(
+                f"{path}:{line}: class index {index} is out of range 0..{num_classes - 1} "
+                f"(--num_classes={num_classes})."
+            )
+        if index in lines_of_index:
+            raise DataError(
+                f"{path}:{line}: class {index} is named again (first on line {lines_of_index[index]})."
+            )
+        if not name:
+            raise DataError(f"{path}:{line}: class {index} has an empty name.")
+        if name in lines_of_name:
+            raise DataError(
+                f"{path}:{line}: the name {name!r} is given again (first on line {lines_of_name[name]})."
+            )
+        lines_of_index[index], lines_of_name[name] = line, line
+        names[index] = name
+    if not lines_of_index:
+        raise DataError(f"{path} names no class (expected index,name rows).")
+    return tuple(names)
+
+
+def format_class_names(names):
+    """The CSV text of class names (a header, then `index,name` for each named class)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["index", "name"])
+    writer.writerows([index, name] for index, name in enumerate(names) if name)
+    return buffer.getvalue()
+
+
+def write_class_names(directory, names):
+    """Writes `<directory>/class_names.csv` atomically; returns its path."""
+    tf.io.gfile.makedirs(directory)
+    path = os.path.join(directory, CLASS_NAMES_FILE)
+    write_text_atomically(path, format_class_names(names))
+    return path
+
+
+def load_class_names(num_classes, *, model_dir=None, saved_model=None):
+    """The class names stored with a model (an export's `assets.extra/class_names.csv`, else the model_dir's
+    `class_names.csv`) as `read_class_names` gives them, or None when none are stored."""
+    candidates = []
+    if saved_model:
+        candidates.append(run_file(CLASS_NAMES_FILE, saved_model=saved_model))
+    if model_dir:
+        candidates.append(run_file(CLASS_NAMES_FILE, model_dir=model_dir))
+    for path in candidates:
+        if tf.io.gfile.exists(path):
+            return read_class_names(path, num_classes)
+    return None
 
 
 def read_config(model_dir):

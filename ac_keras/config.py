@@ -47,6 +47,8 @@ class DataConfig:
         shuffle_buffer: records in the training shuffle buffer.
         skip_corrupt: skip the rest of a corrupt TFRecord file instead of failing.
         skip_nonfinite: skip videos with NaN/Inf float features instead of failing.
+        class_names: CSV of `index,name` rows naming the classes (`artifacts.read_class_names`); stored with
+            the model, so that predict, classify and the serving model name the classes.
     """
 
     train_data: str | None = None
@@ -62,6 +64,7 @@ class DataConfig:
     shuffle_buffer: int = 4096
     skip_corrupt: bool = False
     skip_nonfinite: bool = False
+    class_names: str | None = None
 
     @property
     def feature_specs(self):
@@ -169,7 +172,15 @@ RUNTIME_FIELDS = (
 
 # Fields a run may change when it resumes from a model_dir's checkpoint (docs/training.md); any other
 # difference from the model_dir's config.json is refused before anything is restored.
-RESUMABLE_FIELDS = (*RUNTIME_FIELDS, "epochs", "eval_data", "eval_frames", "skip_corrupt", "skip_nonfinite")
+RESUMABLE_FIELDS = (
+    *RUNTIME_FIELDS,
+    "epochs",
+    "eval_data",
+    "eval_frames",
+    "skip_corrupt",
+    "skip_nonfinite",
+    "class_names",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +282,24 @@ def flat_config_dict(saved):
     return dict(saved)
 
 
+def from_saved(saved, **overrides):
+    """The validated `Config` a loaded `config.json` records (nested or flat), with fields replaced by flag
+    name; training data is not required. Fields the file does not hold (it predates them) keep their defaults,
+    fields this version does not know are left out."""
+    values = {}
+    for name, value in flat_config_dict(saved).items():
+        if name not in SECTION_OF:
+            continue
+        if name in ("cluster_sizes", "lstm_units") and isinstance(value, list | tuple):
+            values[name] = tuple((str(modality), int(size)) for modality, size in value)
+        elif name == "devices":
+            values[name] = tuple(value or ())
+        else:
+            values[name] = value
+    values.update(overrides)
+    return from_values(need_train_data=False, **values)
+
+
 def parse_cluster_sizes(text, modalities):
     """Parses `--cluster_sizes` ("rgb:64,audio:32" or "32") into ((modality, N), ...) in modality order."""
     return _parse_sizes(text, modalities, "cluster_sizes")
@@ -361,6 +390,11 @@ def _validate_data(data, need_train_data):
         "=mean needs --stats (modality means from `python -m tfrecords.stats`).",
     )
     _check(data.shuffle_buffer >= 1, "shuffle_buffer", f"must be >= 1, got {data.shuffle_buffer}.")
+    _check(
+        data.class_names is None or (isinstance(data.class_names, str) and bool(data.class_names.strip())),
+        "class_names",
+        f"must be the path of an index,name CSV, got {data.class_names!r}.",
+    )
 
 
 def _validate_model(config, modalities):

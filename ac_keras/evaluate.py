@@ -12,13 +12,11 @@ cli.quiet_console(__name__)
 import json
 
 import tensorflow as tf
-from absl import app, flags
+from absl import app
 
 from ac_keras import artifacts, evaluation
 from ac_keras import flags as ac_flags
 from ac_keras.task import Task
-
-_OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Where to write the metrics JSON.")
 
 
 def write_json_atomically(path, payload, overwrite):
@@ -31,18 +29,19 @@ def write_json_atomically(path, payload, overwrite):
 def main(argv):
     config = cli.config_from_argv(argv, need_train_data=False)
     overwrite = ac_flags.FLAGS.overwrite
+    output_json = ac_flags.FLAGS.output_json
     if not config.data.eval_data:
         raise app.UsageError("--eval_data: is required (a TFRecord file pattern).")
-    if _OUTPUT_JSON.value and tf.io.gfile.exists(_OUTPUT_JSON.value) and not overwrite:
-        raise app.UsageError(f"--output_json: {_OUTPUT_JSON.value} exists; pass --overwrite to replace it.")
+    if output_json and tf.io.gfile.exists(output_json) and not overwrite:
+        raise app.UsageError(f"--output_json: {output_json} exists; pass --overwrite to replace it.")
     task = Task(config)
     predictor = artifacts.load_predictor(config.runtime.model_dir, ac_flags.FLAGS.saved_model)
     results = evaluation.evaluate(
         task.eval_dataset(), evaluation.predictor_step(predictor), task.make_metrics()
     )
     print(json.dumps(results, indent=2, sort_keys=True), flush=True)
-    if _OUTPUT_JSON.value:
-        write_json_atomically(_OUTPUT_JSON.value, results, overwrite)
+    if output_json:
+        write_json_atomically(output_json, results, overwrite)
 
 
 if __name__ == "__main__":

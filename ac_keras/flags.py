@@ -44,6 +44,13 @@ flags.DEFINE_bool("skip_corrupt", False, "Skip the rest of a corrupt TFRecord fi
 flags.DEFINE_bool(
     "skip_nonfinite", False, "Skip videos whose float features hold NaN or Inf instead of failing."
 )
+flags.DEFINE_string(
+    "class_names",
+    None,
+    "CSV of index,name rows (header optional) naming the classes. Training stores it with the model "
+    "(<model_dir>/class_names.csv, and the export), so predict, classify and the serving model name the "
+    "classes without this flag; given to predict or classify, it replaces the stored names.",
+)
 # Model.
 flags.DEFINE_string("cluster_sizes", "32", "N per modality as name:N pairs (rgb:64,audio:32) or one N.")
 flags.DEFINE_enum("weighting", "fc1", WEIGHTINGS, "Attention weighting function (paper Eqs. 3-5).")
@@ -113,8 +120,18 @@ flags.DEFINE_string(
     "training data (docs/input_pipeline.md); default: this process.",
 )
 # Commands (not part of a run's Config).
-flags.DEFINE_string("saved_model", None, "Evaluate/predict: an exported SavedModel version dir to use.")
-flags.DEFINE_bool("overwrite", False, "Evaluate/predict: replace an existing output file.")
+flags.DEFINE_string(
+    "saved_model", None, "Evaluate/predict/classify: an exported SavedModel version dir to use."
+)
+flags.DEFINE_bool("overwrite", False, "Evaluate/predict/classify: replace an existing output file.")
+flags.DEFINE_string("output_json", None, "Evaluate: where to write the metrics JSON; classify: the results.")
+flags.DEFINE_bool(
+    "with_extractor",
+    False,
+    "Export: add the classify_frames signature: decoded video in (frames sampled as the extraction sampled "
+    "them, 16 kHz audio, flow images), the feature extraction of the run's extraction.json and the "
+    "classifier in one graph (docs/serving.md).",
+)
 # The embedded default: Flash-MNIST generated on first use by `python -m ac_keras.train` (defined here so
 # every command accepts configs/flash_mnist.flags).
 flags.DEFINE_bool(

@@ -1,12 +1,16 @@
 """Writes top-k predictions: `python -m ac_keras.predict --flagfile=F --model_dir=D --output_csv=P`.
 
 The CSV has the YouTube-8M submission format: a header `VideoId,LabelConfidencePairs`, then one row per video
-with `--top_k` space-separated `class score` pairs, best first.
+with `--top_k` space-separated `class score` pairs, best first. When the classes have names (`--class_names`,
+or those stored with the model at training), a third column `LabelNames` holds the names of those classes
+in the same order, separated by ";" ("" for a class without a name).
 """
 
 from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads
 
 cli.quiet_console(__name__)
+
+import csv
 
 import tensorflow as tf
 from absl import app, flags
@@ -19,14 +23,16 @@ _PREDICT_DATA = flags.DEFINE_string("predict_data", None, "File pattern to predi
 _OUTPUT_CSV = flags.DEFINE_string("output_csv", None, "Where to write the predictions CSV.")
 
 
-def predict_to_csv(predictor, dataset, path, top_k, overwrite=False):
-    """Writes `VideoId,LabelConfidencePairs` rows for every video of `dataset`; returns the row count."""
+def predict_to_csv(predictor, dataset, path, top_k, overwrite=False, class_names=None):
+    """Writes `VideoId,LabelConfidencePairs[,LabelNames]` rows for every video of `dataset`; returns the row
+    count. `class_names` (one per class) adds the `LabelNames` column."""
     if tf.io.gfile.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it.")
     temporary = f"{path}.tmp"
     rows = 0
     with tf.io.gfile.GFile(temporary, "w") as handle:
-        handle.write("VideoId,LabelConfidencePairs\n")
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["VideoId", "LabelConfidencePairs", *(["LabelNames"] if class_names else [])])
         for batch in dataset:
             features = batch[0] if isinstance(batch, tuple) else batch
             probabilities = predictor(features)
@@ -35,7 +41,10 @@ def predict_to_csv(predictor, dataset, path, top_k, overwrite=False):
                 features[schema.VIDEO_ID_KEY].numpy(), classes.numpy(), scores.numpy(), strict=True
             ):
                 pairs = " ".join(f"{c} {s:.6f}" for c, s in zip(video_classes, video_scores, strict=True))
-                handle.write(f"{video_id.decode('utf-8', 'replace')},{pairs}\n")
+                row = [video_id.decode("utf-8", "replace"), pairs]
+                if class_names:
+                    row.append(";".join(class_names[c] for c in video_classes))
+                writer.writerow(row)
                 rows += 1
     tf.io.gfile.rename(temporary, path, overwrite=True)
     return rows
@@ -51,9 +60,21 @@ def main(argv):
         raise app.UsageError("--output_csv: is required.")
     if tf.io.gfile.exists(_OUTPUT_CSV.value) and not overwrite:
         raise app.UsageError(f"--output_csv: {_OUTPUT_CSV.value} exists; pass --overwrite to replace it.")
-    predictor = artifacts.load_predictor(config.runtime.model_dir, ac_flags.FLAGS.saved_model)
-    dataset = Task(config).eval_dataset(pattern, labels=False, keep_ids=True)
-    rows = predict_to_csv(predictor, dataset, _OUTPUT_CSV.value, config.runtime.top_k, overwrite=overwrite)
+    saved_model = ac_flags.FLAGS.saved_model
+    predictor = artifacts.load_predictor(config.runtime.model_dir, saved_model)
+    task = Task(config)
+    class_names = task.class_names or artifacts.load_class_names(
+        config.data.num_classes, model_dir=config.runtime.model_dir, saved_model=saved_model
+    )
+    dataset = task.eval_dataset(pattern, labels=False, keep_ids=True)
+    rows = predict_to_csv(
+        predictor,
+        dataset,
+        _OUTPUT_CSV.value,
+        config.runtime.top_k,
+        overwrite=overwrite,
+        class_names=class_names,
+    )
     print(f"Wrote {rows} predictions to {_OUTPUT_CSV.value}", flush=True)
 
 

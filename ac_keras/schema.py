@@ -255,7 +255,10 @@ def quantize_tensor(
     *,
     rounding: str = "nearest",
 ):
-    """`quantize` in TensorFlow ops (float32, ties to even), for values inside a graph; finite values only.
+    """`quantize` in TensorFlow ops (ties to even), for values inside a graph; finite values only.
+
+    Computed in float32, or in float64 for float64 values with "truncate", as `quantize` computes (the VGGish
+    postprocessor's PCA gives float64).
 
     Args:
         values: float tensor.
@@ -267,8 +270,10 @@ def quantize_tensor(
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}.")
     _quantization_constants(max_quantized_value, min_quantized_value)
-    values = tf.cast(values, tf.float32)
-    scale = np.float32(255.0 / (max_quantized_value - min_quantized_value))
-    clipped = tf.clip_by_value(values, np.float32(min_quantized_value), np.float32(max_quantized_value))
-    scaled = (clipped - np.float32(min_quantized_value)) * scale
+    values = tf.convert_to_tensor(values)
+    dtype = np.float64 if rounding == "truncate" and values.dtype == tf.float64 else np.float32
+    values = tf.cast(values, dtype)
+    scale = dtype(255.0 / (max_quantized_value - min_quantized_value))
+    clipped = tf.clip_by_value(values, dtype(min_quantized_value), dtype(max_quantized_value))
+    scaled = (clipped - dtype(min_quantized_value)) * scale
     return tf.cast(tf.floor(scaled) if rounding == "truncate" else tf.round(scaled), tf.uint8)

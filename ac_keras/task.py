@@ -26,9 +26,12 @@ class Task:
         stats: the `ac_keras.data.ResolvedStats` of `config.data.stats` (all None without a stats file).
         uint8_inputs: the quantized modalities, which stay uint8 from the records to the model (its
             `Dequantize` layers dequantize them; the datasets yield their bytes).
+        class_names: the names of `config.data.class_names` (`artifacts.read_class_names`: one per class,
+            "" for a class the file does not name), or None without the flag.
 
     Raises:
-        ValueError: the statistics file does not fit the config (the message names the file).
+        ValueError: the statistics file does not fit the config (the message names the file), or the class
+            names file is not an `index,name` CSV of the classes (the message names the file and line).
     """
 
     def __init__(self, config):
@@ -43,6 +46,11 @@ class Task:
             center_features=config.model.center_features,
         )
         self.uint8_inputs = tuple(spec.name for spec in data.feature_specs if spec.quantized)
+        self.class_names = None
+        if data.class_names:
+            from ac_keras import artifacts
+
+            self.class_names = artifacts.read_class_names(data.class_names, data.num_classes)
 
     # ------------------------------------------------------------------------------------------- model
     def build_model(self, *, mixed_precision=None):

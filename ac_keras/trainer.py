@@ -251,6 +251,8 @@ class Trainer:
         if self.is_chief:
             artifacts.write_config(config.runtime.model_dir, config)
             artifacts.copy_extraction_description(config.runtime.model_dir, config.data.train_data)
+            if self.task.class_names is not None:
+                artifacts.write_class_names(config.runtime.model_dir, self.task.class_names)
         if self.checkpoints:
             self.restore()
         if step_fn is None:

@@ -12,6 +12,7 @@ COMMANDS = [
     "ac_keras.evaluate",
     "ac_keras.predict",
     "ac_keras.export",
+    "ac_keras.classify",
     "ac_keras.visualize",
     "ac_keras.demo",
     "tfrecords.convert",
@@ -33,6 +34,7 @@ def test_help_exits_zero(module):
 
 
 def test_cli_modules_define_each_flag_once():
+    import ac_keras.classify  # noqa: F401
     import ac_keras.evaluate  # noqa: F401
     import ac_keras.export  # noqa: F401
     import ac_keras.predict  # noqa: F401

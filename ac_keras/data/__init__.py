@@ -7,7 +7,7 @@ workers; `parse_serialized` is the pure-TF batch parser that a serving SavedMode
 
 from ac_keras.data.decoder import decode_batch
 from ac_keras.data.files import SkipCounter, list_files, read_serialized_batches
-from ac_keras.data.parser import parse_batch, parse_serialized, select_frame_indices
+from ac_keras.data.parser import parse_batch, parse_serialized, select_and_fill, select_frame_indices
 from ac_keras.data.pipeline import make_dataset, shard_for_workers
 from ac_keras.data.stats import (
     MISSING_MODALITY,
@@ -36,6 +36,7 @@ __all__ = [
     "parse_serialized",
     "read_serialized_batches",
     "resolve_stats",
+    "select_and_fill",
     "select_frame_indices",
     "shard_for_workers",
 ]

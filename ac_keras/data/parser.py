@@ -188,6 +188,45 @@ def parse_batch(
     return ParsedBatch(outputs, labels, decoded.label_ids, nonfinite_records)
 
 
+def select_and_fill(
+    frames: Mapping, features, *, num_frames: int | None, missing_fill: Mapping | None = None
+):
+    """Evaluation's frame selection and missing-modality fill, for frames that come from no record.
+
+    What `parse_serialized(training=False)` does to a record's frames after decoding, for features a program
+    computed itself (`ac_keras.classify` from video files, the exported `classify_frames` signature): the same
+    `num_frames` frames at equal intervals (`select_frame_indices`), and for a video without frames of a
+    modality the length-1 set of its fill vector (quantized for uint8 frames, as the reader quantizes it).
+
+    Args:
+        frames: dict modality name -> `tf.RaggedTensor` `(batch, None, dim)`, uint8 (a quantized modality's
+            bytes) or float32, a row of length 0 for a video without that modality.
+        features: feature spec string or sequence of `schema.FeatureSpec`; every modality must be in `frames`.
+        num_frames: int K, or None to keep every frame.
+        missing_fill: optional dict modality name -> float vector `(dim,)`; modalities not in it get zeros.
+
+    Returns:
+        dict modality name -> `tf.RaggedTensor` `(batch, None, dim)` of the dtype given; pure TF ops.
+    """
+    specs = schema.to_feature_specs(features)
+    _validate_options(specs, num_frames, None, "multi", missing_fill, "error")
+    outputs = {}
+    extras = {}
+    for spec in specs:
+        given = frames[spec.name]
+        indices, row_splits = select_frame_indices(given.row_splits, training=False, num_frames=num_frames)
+        values = given.flat_values
+        if indices is not None:
+            values = tf.gather(values, indices)
+        outputs[spec.name] = tf.RaggedTensor.from_row_splits(values, row_splits, validate=False)
+        fill = _fill_vector(spec, missing_fill.get(spec.name) if missing_fill is not None else None)
+        batch_size = given.nrows(out_type=tf.int64)
+        extras[spec.name] = _single_vector_sets(
+            spec, outputs[spec.name], None, fill, batch_size, as_uint8=given.dtype == tf.uint8
+        )
+    return _add_single_vector_sets(outputs, extras)
+
+
 def encode_labels(label_ids: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
     """One-hot / multi-hot encodes ragged label ids (duplicates count once).
 

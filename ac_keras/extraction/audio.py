@@ -525,6 +525,13 @@ class VggishPca:
             )
         return np.dot(self.eigen_vectors, embeddings.T - self.means.reshape(-1, 1)).T
 
+    def postprocess_tensor(self, embeddings):
+        """`postprocess` in TensorFlow ops (the PCA and the truncating quantization in float64, as the
+        released NumPy code computes them), for a serving graph: `(num_patches, 128)` -> uint8."""
+        centered = tf.cast(embeddings, tf.float64) - self.means
+        transformed = tf.matmul(centered, self.eigen_vectors, transpose_b=True)
+        return schema.quantize_tensor(transformed, rounding=QUANTIZATION)
+
     def postprocess(self, embeddings) -> np.ndarray:
         """The released postprocessor: `transform`, clip to [-2, 2], `((x + 2) * 255 / 4).astype(uint8)`.
 
@@ -752,6 +759,14 @@ class AudioEmbedder:
         embeddings = np.concatenate(outputs) if outputs else np.zeros((0, self.output_dim), np.float32)
         if self.pca is not None:
             return self.pca.postprocess(embeddings)
+        return embeddings
+
+    def embed_tensor(self, patches):
+        """`embed_patches` in TensorFlow ops, for a serving graph: float32 `(num_patches, 96, 64)` ->
+        `(num_patches, output_dim)`, uint8 if `quantized`, else float32; all patches in one forward pass."""
+        embeddings = self._forward(tf.cast(patches, tf.float32))
+        if self.pca is not None:
+            return self.pca.postprocess_tensor(embeddings)
         return embeddings
 
     def embed_waveform(self, waveform, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -154,6 +154,14 @@ class FrameEmbedder:
         self._forwards[frame_channels] = forward
         return forward
 
+    def embed_tensor(self, frames):
+        """`embed` in TensorFlow ops, for a serving graph: uint8 tensor `(batch, height, width, channels)`
+        with a known channel count -> float32 `(batch, output_dim)`, all frames in one forward pass."""
+        channels = frames.shape[-1]
+        if channels is None:
+            raise ValueError("FrameEmbedder.embed_tensor needs frames with a known channel count.")
+        return self._forward(int(channels))(frames)
+
     def embed(self, frames, batch_size: int = 32) -> np.ndarray:
         """Computes one feature vector per frame.
 

@@ -286,11 +286,37 @@ class Extractor:
             if "flow" in names:
                 current = _resize(frame, flow_size)
                 if previous is not None:
-                    image = flow_lib.flow_to_image(flow_lib.compute_flow(previous, current))
+                    image = _flow_image(previous, current)
                     yield "flow", index - 1, image if flow_channels == 2 else flow_lib.flow_xym(image)
                 previous = current
         if count == 0:
             raise video.VideoError(path, "no_frames", "no frame could be decoded")
+
+    def flow_images(self, frames) -> np.ndarray:
+        """The 2-channel flow images the extraction computes from a video's sampled frames.
+
+        The client's part of the exported `classify_frames` signature for a model with a flow modality
+        (optical flow is OpenCV, not a TensorFlow op): each frame is resized to the flow model's size
+        (`resize_frames`), then the flow between consecutive frames is stored as a uint8 image
+        (`flow.compute_flow`, `flow.flow_to_image`), exactly as `inputs` does.
+
+        Args:
+            frames: uint8 `(T, H, W, 3)` RGB frames, sampled as the extraction samples them.
+
+        Returns:
+            uint8 `(T - 1, h, w, 2)` (`(0, h, w, 2)` for fewer than 2 frames), `(h, w)` the flow model's
+            frame size (the decoded size for a model that takes any).
+        """
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"frames must be uint8 (T, H, W, 3) RGB, got {frames.dtype} {frames.shape}.")
+        size = self.frame_size("flow")
+        resized = [_resize(frame, size) for frame in frames]
+        images = [_flow_image(resized[index - 1], resized[index]) for index in range(1, len(resized))]
+        if not images:
+            height, width = size or frames.shape[1:3]
+            return np.zeros((0, height, width, 2), np.uint8)
+        return np.stack(images)
 
     # --- stage 2: inference -------------------------------------------------------------------------------
 
@@ -315,7 +341,9 @@ class Extractor:
         The stored array is uint8 for byte modalities (quantized here unless the embedder already did, as
         VGGish's postprocessor does) and float32 otherwise. The mean is that of the float features before
         quantization (the released extractor's `mean_rgb`), or of the dequantized bytes when the embedder
-        quantized.
+        quantized. The `--pca_dims` PCA runs as TensorFlow ops (`pca.apply_pca_tensor`), the ones the
+        exported `classify_frames` signature runs: its whitening scales up the directions of least variance,
+        and with them the float rounding in which two implementations differ, enough to move bytes.
         """
         modality = self.spec.modality(name)
         features = np.asarray(features)
@@ -325,8 +353,10 @@ class Extractor:
             pca = pca if pca is not None else self._pcas.get(name)
             if pca is None:
                 raise ValueError(f"Modality {name}: --pca_dims needs the fitted PCA.")
-            features = pca_lib.apply_pca(pca, features) if len(features) else np.zeros([0, pca.mean.size])
-            features = features[:, : modality.pca_dims] if len(features) else np.zeros([0, modality.pca_dims])
+            if len(features):
+                features = pca_lib.apply_pca_tensor(pca, features).numpy()[:, : modality.pca_dims]
+            else:
+                features = np.zeros([0, modality.pca_dims], np.float32)
         if features.dtype == np.uint8:
             mean = schema.dequantize(features).mean(axis=0) if len(features) else None
             return features, mean
@@ -352,6 +382,63 @@ class Extractor:
             ]
             arrays[name], _ = self.finish(name, np.concatenate(batches))
         return arrays
+
+    # --- the same stages in TensorFlow ops (the exported `classify_frames` signature) ----------------------
+
+    def features_tensor(self, name: str, raw):
+        """One video's stored features of modality `name`, computed with TensorFlow ops for a serving graph.
+
+        The stages of `extract` after decoding: frame resizing (`resize_frames`), the flow images' magnitude
+        channel for a 3-channel flow model (`flow.flow_xym_tensor`), the log-mel patches and the patches kept
+        (`audio.log_mel_patches_tensor`), the model, the PCA (`--pca_dims`, the YouTube-8M and VGGish ones)
+        and the quantization of byte modalities (`schema.quantize_tensor`). Its features equal `extract`'s
+        up to float rounding: the `--pca_dims` PCA is the same TensorFlow op in both, but the YouTube-8M and
+        VGGish PCAs are NumPy in `extract` (the released recipes), so there a quantized value at a rounding
+        boundary may differ by one step.
+
+        Args:
+            name: "rgb", "flow" or "audio".
+            raw: rgb: the sampled frames, uint8 `(T, H, W, 3)`; flow: the flow images of `flow_images`,
+                uint8 `(T - 1, h, w, 2)`; audio: the 16 kHz mono waveform, float32 `(num_samples,)`.
+
+        Returns:
+            `(num_features, dim)`: uint8 for a byte modality, else float32.
+
+        Build the embedder (`embedder(name)`) before tracing a function that calls this: a model loaded
+        while a function is traced keeps its initial weights in that function.
+        """
+        modality = self.spec.modality(name)
+        embedder = self.embedder(name)
+        if name == "audio":
+            from ac_keras.extraction import audio
+
+            patches = audio.log_mel_patches_tensor(tf.cast(raw, tf.float32))
+            patches = tf.gather(patches, self._audio_indices_tensor(tf.shape(patches)[0]))
+            features = embedder.embed_tensor(patches)
+        elif name == "flow":
+            from ac_keras.extraction import flow as flow_lib
+
+            images = raw if getattr(embedder, "channels", 3) == 2 else flow_lib.flow_xym_tensor(raw)
+            features = embedder.embed_tensor(images)
+        else:
+            features = embedder.embed_tensor(resize_frames(raw, self.frame_size(name)))
+        if modality.pca_dims is not None:
+            from ac_keras.extraction import pca as pca_lib
+
+            features = pca_lib.apply_pca_tensor(self._pcas[name], features)[:, : modality.pca_dims]
+        if features.dtype == tf.uint8:
+            return features
+        if modality.quantized:
+            return schema.quantize_tensor(features, rounding=modality.rounding)
+        return tf.cast(features, tf.float32)
+
+    def _audio_indices_tensor(self, num_patches):
+        """`_audio_indices` in TensorFlow ops: int32 indices of the patches kept."""
+        if self.spec.num_frames is None:
+            return tf.range(tf.minimum(num_patches, self.spec.max_frames))
+        count = self.spec.num_frames
+        centres = ((2 * tf.range(count) + 1) * num_patches) // (2 * count)
+        return tf.cond(num_patches <= count, lambda: tf.range(num_patches), lambda: centres)
 
     # --- extraction.json ----------------------------------------------------------------------------------
 
@@ -466,6 +553,13 @@ def _check_file(path: str, sha256: str | None, modality: str, source: str) -> No
                 f"{source}: {path} ({modality}) has changed since the features were extracted "
                 f"(SHA-256 {actual[:12]}..., recorded {sha256[:12]}...); features from it would differ."
             )
+
+
+def _flow_image(previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """The uint8 flow image `(H, W, 2)` from one resized frame to the next."""
+    from ac_keras.extraction import flow as flow_lib
+
+    return flow_lib.flow_to_image(flow_lib.compute_flow(previous, current))
 
 
 def _sha256_or_none(path: str) -> str | None:

@@ -123,6 +123,25 @@ def flow_xym(images: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
     return np.concatenate([images, magnitude_image[..., np.newaxis]], axis=-1)
 
 
+def flow_xym_tensor(images, bound: float = FLOW_BOUND):
+    """`flow_xym` in TensorFlow ops (float32, ties to even), for a serving graph.
+
+    Args:
+        images: uint8 tensor `(..., H, W, 2)` of flow images.
+        bound: float, the bound they were made with. Defaults to `FLOW_BOUND`.
+
+    Returns:
+        uint8 tensor `(..., H, W, 3)`, equal to `flow_xym` of the same images.
+    """
+    import tensorflow as tf
+
+    _check_bound(bound)
+    flow = tf.cast(images, tf.float32) * np.float32(2 * bound / 255.0) - np.float32(bound)
+    magnitude = tf.minimum(tf.sqrt(tf.reduce_sum(tf.square(flow), axis=-1)), np.float32(bound))
+    magnitude_image = tf.cast(tf.round(magnitude * np.float32(255.0 / bound)), tf.uint8)
+    return tf.concat([images, magnitude_image[..., tf.newaxis]], axis=-1)
+
+
 def flow_images(frames: np.ndarray, method: str | None = None, bound: float = FLOW_BOUND) -> np.ndarray:
     """Flow images between each pair of consecutive frames.
 

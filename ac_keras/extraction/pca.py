@@ -4,7 +4,9 @@ YouTube-8M reduces its 2048-d Inception features to 1024 by a PCA fitted on a sa
 whitens them: `((x - mean) @ components.T) / sqrt(eigenvalues + epsilon)`, with `epsilon = 1e-4`; the
 writer then quantizes the result to 8 bits (`ac_keras.schema.quantize`), whose range [-2, 2] suits
 whitened values. `fit_pca` fits the same transform on a sample of features; `save_pca` writes it beside the
-records, so that every record, and every later extraction, applies the same one (`apply_pca`).
+records, so that every record, and every later extraction, applies the same one. The extraction applies
+it with TensorFlow ops (`apply_pca_tensor`), as the exported `classify_frames` graph does, so both give the
+same bytes; `apply_pca` is the same formula in NumPy.
 """
 
 import dataclasses
@@ -127,6 +129,13 @@ def apply_pca(params: PcaParams, features) -> np.ndarray:
     projected = (features - params.mean) @ params.components.T
     scale = np.sqrt(params.eigenvalues + np.float32(params.epsilon))
     return (projected / scale).astype(np.float32)
+
+
+def apply_pca_tensor(params: PcaParams, features):
+    """`apply_pca` in TensorFlow ops (float32), for a serving graph: `(..., input_dim)` -> `(..., dims)`."""
+    features = tf.cast(features, tf.float32)
+    projected = tf.matmul(features - params.mean, params.components, transpose_b=True)
+    return projected / np.sqrt(params.eigenvalues + np.float32(params.epsilon))
 
 
 def save_pca(params: PcaParams, path: str) -> None:

@@ -158,6 +158,11 @@ class Yt8mPca:
         projected = (features - self.mean) @ self.eigenvecs
         return (projected / np.sqrt(self.eigenvals + np.float32(WHITENING_EPSILON))).astype(np.float32)
 
+    def apply_tensor(self, features):
+        """`apply` in TensorFlow ops (float32), for a serving graph: `(..., 2048)` -> `(..., 1024)`."""
+        projected = tf.matmul(tf.cast(features, tf.float32) - self.mean, self.eigenvecs)
+        return projected / np.sqrt(self.eigenvals + np.float32(WHITENING_EPSILON))
+
 
 def _check_files(model_dir: str, names) -> None:
     missing = [name for name in names if not tf.io.gfile.exists(os.path.join(model_dir, name))]
@@ -351,6 +356,11 @@ class Yt8mEmbedder:
                 frames[start : start + batch_size]
             ).numpy()
         return features
+
+    def embed_tensor(self, frames):
+        """`embed` in TensorFlow ops, for a serving graph: the imported 2015 graph (one frame at a time, as
+        it takes them) and the PCA: uint8 `(batch, height, width, 3)` -> float32 `(batch, 1024)`."""
+        return self.pca.apply_tensor(self._pool3_of_frames(frames))
 
     def embed(self, frames, batch_size: int = 32) -> np.ndarray:
         """The YouTube-8M frame features: pool_3, then the released PCA and whitening.
