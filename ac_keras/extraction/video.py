@@ -7,13 +7,15 @@ first frame's presentation time where the container gives none), in one of two w
 - `num_frames=K` (the paper's Kinetics protocol): the centres `(2k + 1) * duration / (2K)` of K equal
   segments of the video, `k = 0 .. K-1`, the times at which the reader's evaluation sampling also looks.
 
-The frame taken for a sample time `t` is the first decoded frame, in presentation order, whose time is at
-least `t - TIME_TOLERANCE`, provided it comes before the next sample time (less the same tolerance). A sample
-time whose interval up to the next one holds no frame takes none: no frame is repeated, so a video with
-fewer frames than sample times (a 0.5 fps video sampled at `fps=1`, a 2-second clip at 25 fps sampled with
-`num_frames=64`) gives fewer frames than sample times, each frame at most once (a 0.5 fps video at `fps=1`
-gives its frames at 0, 2, 4, ... s). The timestamps returned are those of the frames taken, so they lie at
-or after the sample times, by less than one frame interval when the frame rate is steady.
+With `fps`, the frame taken for a sample time `t` is the first decoded frame, in presentation order, whose
+time is at least `t - TIME_TOLERANCE`, provided it comes before the next sample time (less the same
+tolerance); the timestamps returned lie at or after the sample times, by less than one frame interval when
+the frame rate is steady. With `num_frames`, it is the frame shown at `t`: the last one whose time is at
+most `t + TIME_TOLERANCE` (so a 25-frame clip sampled with `num_frames=25` gives all its 25 frames, the
+first included). Either way no frame is taken twice: a sample time without a frame of its own takes none,
+so a video with fewer frames than sample times (a 0.5 fps video sampled at `fps=1`, a 2-second clip at
+25 fps sampled with `num_frames=64`) gives fewer frames than sample times (a 0.5 fps video at `fps=1` gives
+its frames at 0, 2, 4, ... s).
 
 This matches the released YouTube-8M extractor (OpenCV; the first frame, then the first frame whose time is
 at least the last one taken + 1 s) but for one thing: here the sample times are fixed in advance, where the
@@ -256,6 +258,7 @@ def _iter_frames(path, sampling, size):
         period = 1 / float(stream.average_rate) if stream.average_rate else 0.0
         index = 0
         previous = None
+        shown = None  # num_frames: the latest frame at or before times[index], not yet taken
         for frame in _decode(container, stream, path):
             if frame.pts is not None:
                 absolute = float(frame.pts * frame.time_base)
@@ -265,6 +268,17 @@ def _iter_frames(path, sampling, size):
             if origin is None:
                 origin = absolute
             timestamp = absolute - origin
+            if sampling.num_frames is not None:
+                # The frame shown at each centre: the last one at or before it, each frame at most once.
+                while timestamp > times[index] + TIME_TOLERANCE:
+                    if shown is not None:
+                        yield shown[0], _to_rgb(shown[1], size)
+                        shown = None
+                    index += 1
+                    if index == len(times):
+                        return
+                shown = (timestamp, frame)
+                continue
             # Sample times whose interval holds no frame take none (ends[-1] is infinite: index stays valid).
             while timestamp >= ends[index]:
                 index += 1
@@ -276,6 +290,8 @@ def _iter_frames(path, sampling, size):
         if previous is None:
             raise VideoError(path, "no_frames", "its video stream decoded to no frame")
         _check_complete(path, stream, previous - origin + period)
+        if shown is not None:
+            yield shown[0], _to_rgb(shown[1], size)
 
 
 def read_frames(
@@ -361,10 +377,11 @@ def _check_size(size):
 
 
 def _to_rgb(frame, size) -> np.ndarray:
+    # One swscale thread: for the small frames of a sampled video, its thread pool costs more than it saves.
     if size is None:
-        return frame.to_ndarray(format="rgb24")
+        return frame.reformat(format="rgb24", threads=1).to_ndarray()
     height, width = size
-    return frame.to_ndarray(format="rgb24", width=width, height=height)
+    return frame.reformat(format="rgb24", width=width, height=height, threads=1).to_ndarray()
 
 
 def _is_local(path: str) -> bool:
