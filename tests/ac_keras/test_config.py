@@ -22,7 +22,8 @@ def _parse(*args):
 
 
 @pytest.mark.parametrize(
-    "name", ["kinetics", "youtube8m", "ucf101", "hmdb51", "flash_mnist", "flash_mnist_paper"]
+    "name",
+    ["kinetics", "youtube8m", "ucf101", "hmdb51", "flash_mnist", "flash_mnist_paper", "flash_mnist_video"],
 )
 def test_shipped_flagfiles_validate(name):
     flagfile = ROOT / "configs" / f"{name}.flags"

