@@ -173,6 +173,7 @@ def chain(tmp_path_factory):
     )
     assert extracted.returncode == 0, extracted.stderr
     return {
+        "root": root,
         "dataset": dataset,
         "videos": videos_dir,
         "stdout": result.stdout,
@@ -268,3 +269,44 @@ def test_the_video_path_learns_as_the_feature_path_does(chain):
     print(f"test top-1, 4 classes: video path {video_accuracy:.3f}, feature path {feature_accuracy:.3f}")
     assert video_accuracy > 0.6, (video_accuracy, feature_accuracy)  # chance: 0.25
     assert video_accuracy > feature_accuracy - 0.1, (video_accuracy, feature_accuracy)
+
+
+@pytest.mark.slow  # trains, exports and classifies through the commands
+def test_classify_agrees_with_the_exported_model_on_flash_mnist_video_files(chain, tmp_path):
+    """The chain's records -> `ac_keras.train` -> `ac_keras.export --with_extractor`; `ac_keras.classify` on
+    test video files gives the same classes and scores from the model_dir as from the SavedModel."""
+    pattern = str(chain["root"] / "records" / "train-*.tfrecord")
+    model_flags = [
+        f"--features=rgb:{fm.FEATURE_DIM}:float",
+        "--cluster_sizes=rgb:8",
+        "--num_classes=4",
+        f"--model_dir={tmp_path / 'run'}",
+    ]
+    trained = run_module(
+        "ac_keras.train",
+        f"--train_data={pattern}",
+        f"--eval_data={pattern}",
+        "--epochs=2",
+        "--batch_size=64",
+        *model_flags,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    exported = run_module(
+        "ac_keras.export", *model_flags, f"--export_dir={tmp_path / 'export'}", "--with_extractor"
+    )
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    with open(chain["videos"] / "test.csv") as stream:
+        clips = [str(chain["videos"] / row["path"]) for row in list(csv.DictReader(stream))[:3]]
+    results = {}
+    for name, source in (
+        ("model_dir", f"--model_dir={tmp_path / 'run'}"),
+        ("saved_model", f"--saved_model={tmp_path / 'export' / '1'}"),
+    ):
+        output = tmp_path / f"{name}.json"
+        classified = run_module("ac_keras.classify", *clips, source, "--top_k=4", f"--output_json={output}")
+        assert classified.returncode == 0, classified.stderr[-3000:]
+        results[name] = json.loads(output.read_text())
+    for from_dir, from_export in zip(results["model_dir"], results["saved_model"], strict=True):
+        assert from_dir["video"] == from_export["video"]
+        assert from_dir["classes"] == from_export["classes"]
+        np.testing.assert_allclose(from_dir["scores"], from_export["scores"], rtol=1e-5, atol=1e-6)
