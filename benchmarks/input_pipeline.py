@@ -10,6 +10,8 @@ quantized) to a temporary directory, then prints records/s and MB/s (of TFRecord
   per-example the YouTube-8M starter reader: parse_single_sequence_example + decode_raw + cast +
               dequantize + pad to 300 frames + concatenate modalities per record, map with AUTOTUNE
               parallelism, then batch 64;
+  Model Garden  with --model_garden_dir: tensorflow/models' YouTube-8M reader (its own code, run as it
+              is; eval and train mode: its train mode also yields all 300 float32 frames per video);
 and the ratios measured in the same run.
 
     TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.input_pipeline --num_records=1000
@@ -41,6 +43,13 @@ def define_flags() -> None:
     flags.DEFINE_integer("train_num_frames", 30, "Frames sampled per video in training mode.")
     flags.DEFINE_integer("passes", 3, "Passes over the data per measurement (after a warm-up pass).")
     flags.DEFINE_string("data_dir", None, "Where to write the records; a temporary directory by default.")
+    flags.DEFINE_string(
+        "model_garden_dir",
+        None,
+        "A directory holding Model Garden's `official` package with official/projects/yt8m/dataloaders/"
+        "{yt8m_input,utils}.py (docs/benchmarks.md says how to set it up); adds Model Garden's reader as a "
+        "peer. Not set: that peer is skipped.",
+    )
 
 
 def write_records(directory: str, num_records: int, num_shards: int) -> list[str]:
@@ -111,6 +120,45 @@ def per_example_reader(files: list[str], batch_size: int) -> tf.data.Dataset:
     dataset = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
     dataset = dataset.map(parse_one, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def model_garden_reader(
+    files: list[str], batch_size: int, training: bool, model_garden_dir: str, num_records: int
+):
+    """Model Garden's YouTube-8M reader (tensorflow/models official/projects/yt8m), its own code as it is:
+    `yt8m_input.Decoder`, `Parser`, `TransformBatcher` and `PostBatchProcessor` composed by
+    `official.core.input_reader.InputReader` exactly as `YT8MTask.build_inputs` composes them, on its
+    `yt8m.DataConfig` defaults (rgb 1024 + audio 128 uint8, 300 frames, float32 dequantized output).
+    Imported from `model_garden_dir`, never from this repository. Its training mode repeats the data
+    (shuffled) forever; one pass's worth of batches (`num_records`) is taken."""
+    import sys
+    import types
+
+    sys.path.insert(0, model_garden_dir)
+    # Its input_reader imports tensorflow_datasets for TFDS sources, which this benchmark does not use.
+    sys.modules.setdefault("tensorflow_datasets", types.ModuleType("tensorflow_datasets"))
+    from official.core import input_reader
+    from official.projects.yt8m.configs import yt8m as yt8m_config
+    from official.projects.yt8m.dataloaders import yt8m_input
+
+    params = yt8m_config.DataConfig(
+        input_path=",".join(files),
+        global_batch_size=batch_size,
+        is_training=training,
+        num_classes=3862,
+        drop_remainder=False,
+        include_video_id=True,
+    )
+    reader = input_reader.InputReader(
+        params,
+        dataset_fn=tf.data.TFRecordDataset,
+        decoder_fn=yt8m_input.Decoder(input_params=params).decode,
+        parser_fn=yt8m_input.Parser(input_params=params).parse_fn(params.is_training),
+        postprocess_fn=yt8m_input.PostBatchProcessor(input_params=params).post_fn,
+        transform_and_batch_fn=yt8m_input.TransformBatcher(input_params=params).batch_fn,
+    )
+    dataset = reader.read()
+    return dataset.take(-(-num_records // batch_size)) if training else dataset
 
 
 def measure(dataset: tf.data.Dataset, count_records, passes: int) -> tuple[float, float]:
@@ -188,6 +236,16 @@ def main(argv) -> None:
                 config.passes,
             ),
         }
+        if config.model_garden_dir:
+            for training in (False, True):
+                name = f"Model Garden {'train' if training else 'eval'}"
+                results[name] = measure(
+                    model_garden_reader(
+                        files, config.batch_size, training, config.model_garden_dir, config.num_records
+                    ),
+                    lambda element: int(element["video_matrix"].shape[0]),
+                    config.passes,
+                )
     finally:
         if not config.data_dir:
             shutil.rmtree(directory, ignore_errors=True)
@@ -208,6 +266,17 @@ def main(argv) -> None:
     print(f"  ours eval  / per-example baseline: {ours / baseline:.2f}x (target >= 2.5)")
     print(f"  ours eval  / raw read:             {ours / raw:.2f}x (target >= 0.5)")
     print(f"  ours train / per-example baseline: {train / baseline:.2f}x (target >= 3)")
+    if config.model_garden_dir:
+        print(
+            f"  ours eval  / Model Garden eval:    {ours / results['Model Garden eval'][0]:.2f}x "
+            "(target >= 1)"
+        )
+        print(
+            f"  ours train / Model Garden train:   {train / results['Model Garden train'][0]:.2f}x "
+            "(target >= 1)"
+        )
+    else:
+        print("  Model Garden reader: not measured (--model_garden_dir not given)")
 
 
 if __name__ == "__main__":
