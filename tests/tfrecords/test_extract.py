@@ -265,7 +265,6 @@ def test_existing_output_is_refused_before_any_work(extracted):
     [
         (["--videos=/nonexistent/*.mp4"], "matches no file"),
         (["--videos=X", "--modalities=rgb,smell"], "unknown modality 'smell'"),
-        (["--videos=X", "--rgb_model=resnet9000"], "resnet9000"),
         (["--videos=X", "--rgb_model=/nowhere/model.keras"], "/nowhere/model.keras"),
         (
             ["--videos=X", "--modalities=audio", "--audio_weights=/nowhere/vggish_model.ckpt"],

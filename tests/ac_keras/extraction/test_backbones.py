@@ -178,12 +178,28 @@ def test_file_sha256(tmp_path):
         file_sha256(str(tmp_path / "absent.bin"))
 
 
+def test_every_backbone_names_a_keras_application_and_its_preprocessing():
+    for name, info in BACKBONES.items():
+        assert callable(info.build), name
+        assert callable(info.preprocess_input), name
+
+
+# Built here: one of each family (the others share its constructor code and differ only in depth/width).
+BUILT_BACKBONES = (
+    "convnext_tiny",
+    "densenet121",
+    "efficientnet_v2_s",
+    "inception_resnet_v2",
+    "resnet152",
+    "xception",
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_every_backbone_at_its_default_size(name):
+@pytest.mark.parametrize("name", BUILT_BACKBONES)
+def test_backbones_at_their_default_size(name):
     embedder = make_frame_embedder(name, weights="none")
     info = BACKBONES[name]
     assert embedder.input_size == (info.input_size, info.input_size)
+    # Built at its size with its pooled output; embed() itself is run on two backbones by the fast tests.
     assert embedder.model.output_shape == (None, info.feature_dim)
-    features = embedder.embed(random_frames((1, 40, 50, 3)))
-    assert features.shape == (1, info.feature_dim) and np.all(np.isfinite(features))
