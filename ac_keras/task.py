@@ -128,6 +128,7 @@ class Task:
         """
         config = self.config
         steps = config.training.steps_per_epoch
+        service = config.runtime.data_service
         dataset = self._dataset(
             config.data.train_data,
             batch_size=config.training.batch_size,
@@ -137,8 +138,9 @@ class Task:
             seed=config.training.seed * 100_003 + epoch,
             class_weights=self.stats.class_weights,
             repeat=steps > 0,
+            # The service's workers each read some of the files: each file is checked as it ends.
+            split_files=bool(service),
         )
-        service = config.runtime.data_service
         if service:
             dataset = dataset.apply(
                 tf.data.experimental.service.distribute(

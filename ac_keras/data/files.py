@@ -1,10 +1,14 @@
-"""Files: listing TFRecord files and reading them as chunks of serialized records with byte accounting.
+"""Files: listing TFRecord files and reading them record by record with byte accounting.
 
-Files are listed with `tf.io.gfile` (so `gs://` works). Each file is read with `ignore_errors()` and the
-bytes consumed are counted (a TFRecord costs its length + 16 bytes of framing); at the end of each file the
-count is compared with the file size. A shortfall raises an error naming the file, or with
-`skip_corrupt=True` skips the rest of that file and counts it in a `SkipCounter`. Files are read in chunks
-of records, so the bookkeeping runs once per chunk, not once per record.
+Files are listed with `tf.io.gfile` (so `gs://` works). Each file is read with `ignore_errors()`, so a
+corrupt or truncated file ends where the damage starts, and the bytes read are counted (a TFRecord costs
+its length + 16 bytes of framing) and compared with the file's size. A shortfall raises an error naming the
+file, or with `skip_corrupt=True` skips the rest of that file and counts it in a `SkipCounter`.
+
+Two readers: `read_records` + `check_pass` (the default) read record by record with nothing running per
+record, count bytes per batch and compare at the end of each pass over the files; `read_chunks` checks
+each file as it ends, for readers that see only some of the files (the tf.data service), at a higher cost
+per record (docs/benchmarks.md).
 """
 
 import concurrent.futures
@@ -23,6 +27,8 @@ _RECORD_FRAMING_BYTES = 16
 DEFAULT_CYCLE_LENGTH = 8
 # Records per chunk read from one file; bookkeeping (byte counts, names) runs once per chunk.
 RECORDS_PER_CHUNK = 16
+# Upper bound of the record indices within one file (Dataset.range needs one).
+_MAX_RECORDS = 1 << 62
 
 
 class SkipCounter:
@@ -97,20 +103,123 @@ def file_sizes(files: Sequence[str]) -> list[int]:
         return [stat.length for stat in pool.map(tf.io.gfile.stat, files)]
 
 
-def file_dataset(files: Sequence[str]) -> tf.data.Dataset:
-    """A dataset of `(filename, file_size)` pairs, one per file, in the given order.
+def file_dataset(files: Sequence[str], sizes: Sequence[int] | None = None) -> tf.data.Dataset:
+    """A dataset of `(filename, file_size, file_index)`, one per file, in the given order.
+
+    Args:
+        files: the file paths.
+        sizes: their sizes in bytes, or None to stat them (`file_sizes`).
 
     A zero-byte file holds no record: it is read as empty, with a warning naming it.
     """
-    sizes = file_sizes(files)
+    sizes = file_sizes(files) if sizes is None else list(sizes)
     for filename, size in zip(files, sizes, strict=True):
         if size == 0:
             logging.warning("Record file %s is empty (0 bytes): it holds no records.", filename)
-    return tf.data.Dataset.from_tensor_slices((list(files), sizes))
+    indices = tf.range(len(files), dtype=tf.int64)
+    return tf.data.Dataset.from_tensor_slices(
+        (tf.constant(list(files), tf.string), tf.constant(sizes, tf.int64), indices)
+    )
+
+
+def read_records(
+    file_triples: tf.data.Dataset, *, num_files: int, num_parallel_reads: int | None, deterministic: bool
+) -> tf.data.Dataset:
+    """Reads the files of `file_triples` in parallel, record by record, with each record's position.
+
+    Nothing runs per record but the read itself (no function: a per-record function costs about as much as
+    reading the record); the byte accounting runs per batch (`check_pass`). A corrupt or truncated file
+    ends where the damage starts (`ignore_errors`); `check_pass` notices the missing bytes.
+
+    Args:
+        file_triples: dataset of `(filename, file_size, file_index)` (see `file_dataset`).
+        num_files: int, the number of files (bounds the interleave cycle).
+        num_parallel_reads: int or None, files read in parallel. None: min(num_files, 8).
+        deterministic: bool, whether records of different files come in a fixed round-robin order.
+
+    Returns:
+        A dataset of `(record, record_index, file_index)`: the serialized record (string scalar), its index
+        in its file and the file's index (int64 scalars).
+    """
+
+    def read_file(filename, file_size, file_index):
+        del file_size
+        return tf.data.Dataset.zip(
+            tf.data.TFRecordDataset(filename).ignore_errors(),
+            tf.data.Dataset.range(_MAX_RECORDS),
+            tf.data.Dataset.from_tensors(file_index).repeat(),
+        )
+
+    return file_triples.interleave(
+        read_file,
+        cycle_length=min(num_files, num_parallel_reads or DEFAULT_CYCLE_LENGTH),
+        block_length=1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=deterministic,
+    )
+
+
+def check_pass(
+    batches: tf.data.Dataset,
+    files: Sequence[str],
+    sizes: Sequence[int],
+    *,
+    skip_corrupt: bool,
+    skip_counter: SkipCounter | None,
+) -> tf.data.Dataset:
+    """Byte accounting of one pass over the files, per batch; the pass must read every file of `files`.
+
+    Each batch's record bytes (+16 bytes of framing per record) are added to its files' totals. An empty
+    batch is appended to mark the end of the pass; there every file's total is compared with its size. A
+    shortfall raises an error naming the file (the first few when several), or with `skip_corrupt` prints a
+    warning per file and counts them in `skip_counter`. The marker stays in the output (an empty batch)
+    for the caller to report and drop.
+
+    Args:
+        batches: dataset of `(records, record_indices, file_indices)` batches (see `read_records`).
+        files: the file paths, indexed by `file_index`.
+        sizes: their sizes in bytes.
+        skip_corrupt: bool, count and warn instead of raising.
+        skip_counter: `SkipCounter`, needed with skip_corrupt.
+
+    Returns:
+        `batches` followed by one empty batch, each batch checked.
+    """
+    if skip_corrupt and skip_counter is None:
+        raise ValueError("skip_corrupt=True needs a skip_counter.")
+    num_files = len(files)
+    file_names = tf.constant(list(files), tf.string)
+    file_sizes_tensor = tf.constant(list(sizes), tf.int64)
+    end_marker = (tf.zeros([0], tf.string), tf.zeros([0], tf.int64), tf.zeros([0], tf.int64))
+    marked = batches.concatenate(tf.data.Dataset.from_tensors(end_marker))
+
+    def count(state, batch):
+        num_bytes, num_records = state
+        records, record_indices, file_indices = batch
+        rows = file_indices[:, tf.newaxis]
+        lengths = tf.cast(tf.strings.length(records), tf.int64) + _RECORD_FRAMING_BYTES
+        num_bytes = tf.tensor_scatter_nd_add(num_bytes, rows, lengths)
+        num_records = tf.tensor_scatter_nd_add(num_records, rows, tf.ones_like(record_indices))
+        is_end = tf.equal(tf.size(records), 0)
+        incomplete = is_end & tf.not_equal(num_bytes, file_sizes_tensor)
+        checks = _check_files(
+            file_names, file_sizes_tensor, incomplete, num_records, num_bytes, skip_corrupt, skip_counter
+        )
+        with tf.control_dependencies(checks):
+            records = tf.identity(records)
+        return (num_bytes, num_records), (records, record_indices, file_indices)
+
+    zeros = tf.zeros([num_files], tf.int64)
+    return marked.scan((zeros, zeros), count)
+
+
+def record_names(file_names: tf.Tensor, record_indices, file_indices) -> tf.Tensor:
+    """The "file:index" names of records from their positions (`read_records`), for error messages."""
+    return tf.strings.join([tf.gather(file_names, file_indices), ":", tf.strings.as_string(record_indices)])
 
 
 def read_chunks(
-    file_pairs: tf.data.Dataset,
+    file_triples: tf.data.Dataset,
     *,
     num_files: int,
     skip_corrupt: bool,
@@ -118,11 +227,15 @@ def read_chunks(
     num_parallel_reads: int | None,
     deterministic: bool,
 ) -> tf.data.Dataset:
-    """Reads the files of `file_pairs` in parallel as chunks of records.
+    """Reads the files in parallel as chunks of records, checking each file as it ends.
+
+    For readers that see only some of the files (the tf.data service's `distributed_epoch` splits the files
+    between its workers), where `check_pass` cannot tell an unread file from a missing one. Costs more per
+    record than `read_records` + `check_pass` (docs/benchmarks.md).
 
     Args:
-        file_pairs: dataset of `(filename, file_size)` (see `file_dataset`).
-        num_files: int, the number of files in `file_pairs` (bounds the interleave cycle).
+        file_triples: dataset of `(filename, file_size, file_index)` (see `file_dataset`).
+        num_files: int, the number of files in `file_triples` (bounds the interleave cycle).
         skip_corrupt: bool; False raises an error naming a corrupt or truncated file, True skips the rest
             of that file, prints a warning and counts it in `skip_counter` (which must then be given).
         skip_counter: `SkipCounter` or None.
@@ -130,14 +243,14 @@ def read_chunks(
         deterministic: bool, whether chunks of different files come in a fixed round-robin order.
 
     Returns:
-        A dataset of `(records, record_names)`: string tensors `(None,)` of at most `RECORDS_PER_CHUNK`
-        records of one file, never empty; names are "file:index" with the record's index in its file.
+        A dataset of `(records, record_indices, file_indices)`: at most `RECORDS_PER_CHUNK` records of one
+        file (never empty), their indices in the file and the file's index.
     """
     if skip_corrupt and skip_counter is None:
         raise ValueError("skip_corrupt=True needs a skip_counter.")
-    return file_pairs.interleave(
-        lambda filename, file_size: _read_file_chunks(
-            filename, file_size, skip_corrupt=skip_corrupt, counter=skip_counter
+    return file_triples.interleave(
+        lambda filename, file_size, file_index: _read_file_chunks(
+            filename, file_size, file_index, skip_corrupt=skip_corrupt, counter=skip_counter
         ),
         cycle_length=min(num_files, num_parallel_reads or DEFAULT_CYCLE_LENGTH),
         block_length=1,
@@ -156,7 +269,7 @@ def read_serialized_batches(
 ) -> tf.data.Dataset:
     """Batches of serialized records in a deterministic order, for tools that parse them themselves.
 
-    Corrupt or truncated files are handled as in `read_chunks`.
+    Corrupt or truncated files are handled as in `check_pass` (checked at the end of the data).
 
     Args:
         file_pattern: str glob (comma-separated globs allowed) or a sequence of globs.
@@ -175,19 +288,28 @@ def read_serialized_batches(
     if skip_corrupt and skip_counter is None:
         skip_counter = SkipCounter()
     files = list_files(file_pattern)
-    chunks = read_chunks(
-        file_dataset(files),
+    sizes = file_sizes(files)
+    records = read_records(
+        file_dataset(files, sizes),
         num_files=len(files),
-        skip_corrupt=skip_corrupt,
-        skip_counter=skip_counter,
         num_parallel_reads=num_parallel_reads,
         deterministic=True,
     )
-    return chunks.rebatch(batch_size).prefetch(tf.data.AUTOTUNE)
+    batches = check_pass(
+        records.batch(batch_size), files, sizes, skip_corrupt=skip_corrupt, skip_counter=skip_counter
+    )
+    file_names = tf.constant(files, tf.string)
+    batches = batches.filter(lambda records, _, __: tf.size(records) > 0)
+    return batches.map(
+        lambda records, record_indices, file_indices: (
+            records,
+            record_names(file_names, record_indices, file_indices),
+        )
+    ).prefetch(tf.data.AUTOTUNE)
 
 
-def _read_file_chunks(filename, file_size, *, skip_corrupt: bool, counter: SkipCounter | None):
-    """One file as chunks `(records, names)` of up to `RECORDS_PER_CHUNK` records; names are "file:index".
+def _read_file_chunks(filename, file_size, file_index, *, skip_corrupt: bool, counter: SkipCounter | None):
+    """One file as chunks `(records, record_indices, file_indices)` of up to `RECORDS_PER_CHUNK` records.
 
     Checks at the end of the file that it was read whole.
     """
@@ -200,63 +322,85 @@ def _read_file_chunks(filename, file_size, *, skip_corrupt: bool, counter: SkipC
         num_records, num_bytes = state
         chunk_size = tf.size(records, out_type=tf.int64)
         is_end = tf.equal(chunk_size, 0)
-        checks = _check_file_end(filename, file_size, is_end, num_records, num_bytes, skip_corrupt, counter)
-        names = tf.strings.join([filename, ":", tf.strings.as_string(num_records + tf.range(chunk_size))])
+        checks = _check_files(
+            filename[tf.newaxis],
+            file_size[tf.newaxis],
+            is_end[tf.newaxis] & tf.not_equal(num_bytes, file_size)[tf.newaxis],
+            num_records[tf.newaxis],
+            num_bytes[tf.newaxis],
+            skip_corrupt,
+            counter,
+        )
+        record_indices = num_records + tf.range(chunk_size)
         chunk_bytes = tf.reduce_sum(tf.cast(tf.strings.length(records), tf.int64))
         chunk_bytes += _RECORD_FRAMING_BYTES * chunk_size
         with tf.control_dependencies(checks):
             is_end = tf.identity(is_end)
-        return (num_records + chunk_size, num_bytes + chunk_bytes), (records, names, is_end)
+        file_indices = tf.fill([chunk_size], tf.cast(file_index, tf.int64))
+        return (num_records + chunk_size, num_bytes + chunk_bytes), (
+            records,
+            record_indices,
+            file_indices,
+            is_end,
+        )
 
     counted = chunks.concatenate(end_of_file).scan(
         (tf.constant(0, tf.int64), tf.constant(0, tf.int64)), count
     )
-    return counted.filter(lambda records, names, is_end: tf.logical_not(is_end)).map(
-        lambda records, names, is_end: (records, names)
+    return counted.filter(lambda records, indices, files, is_end: tf.logical_not(is_end)).map(
+        lambda records, indices, files, is_end: (records, indices, files)
     )
 
 
-def _check_file_end(filename, file_size, is_end, num_records, num_bytes, skip_corrupt, counter):
-    """At the end of a file (`is_end`), raise if it was not read whole, or with skip_corrupt count it.
+def _check_files(file_names, file_sizes, incomplete, num_records, num_bytes, skip_corrupt, counter):
+    """For the files flagged `incomplete` (bool per file): raise naming them, or with skip_corrupt warn
+    about each and count them. The messages are built only when a file is incomplete. Returns the ops to
+    depend on."""
+    any_incomplete = tf.reduce_any(incomplete)
 
-    Returns the ops to depend on.
-    """
-    truncated = is_end & tf.not_equal(num_bytes, file_size)
-    description = tf.strings.join(
-        [
-            "TFRecord file ",
-            filename,
-            " is corrupt or truncated: only its first ",
-            tf.strings.as_string(num_records),
-            " records (",
-            tf.strings.as_string(num_bytes),
-            " of ",
-            tf.strings.as_string(file_size),
-            " bytes) could be read.",
-        ]
-    )
-    if not skip_corrupt:
-        message = tf.strings.join(
+    def describe():
+        bad = tf.reshape(tf.where(incomplete), [-1])
+        return tf.strings.join(
             [
-                description,
-                " --skip_corrupt (skip_corrupt=True of make_dataset) skips the rest of such files.",
+                "TFRecord file ",
+                tf.gather(file_names, bad),
+                " is corrupt or truncated: only its first ",
+                tf.strings.as_string(tf.gather(num_records, bad)),
+                " records (",
+                tf.strings.as_string(tf.gather(num_bytes, bad)),
+                " of ",
+                tf.strings.as_string(tf.gather(file_sizes, bad)),
+                " bytes) could be read.",
             ]
         )
-        assertion = tf.debugging.Assert(tf.logical_not(truncated), [message], summarize=1)
-        return [] if assertion is None else [assertion]
+
+    if not skip_corrupt:
+
+        def fail():
+            message = tf.strings.join(
+                [
+                    tf.strings.reduce_join(describe(), separator=" "),
+                    " --skip_corrupt (skip_corrupt=True of make_dataset) skips the rest of such files.",
+                ]
+            )
+            assertion = tf.debugging.Assert(tf.constant(False), [message], summarize=1)
+            with tf.control_dependencies([assertion]):
+                return tf.constant(False)
+
+        return [tf.cond(any_incomplete, fail, lambda: tf.constant(True))]
 
     def skip():
+        bad = tf.reshape(tf.where(incomplete), [-1])
         updates = [
-            counter.corrupt_files.assign_add(1),
-            counter.unread_bytes.assign_add(file_size - num_bytes),
+            counter.corrupt_files.assign_add(tf.size(bad, out_type=tf.int64)),
+            counter.unread_bytes.assign_add(tf.reduce_sum(tf.gather(file_sizes - num_bytes, bad))),
         ]
-        warning = tf.print(
-            "W ac_keras.data:", description, "Skipped the rest of the file.", output_stream=sys.stderr
-        )
+        lines = tf.strings.join(["W ac_keras.data: ", describe(), " Skipped the rest of the file."])
+        warning = tf.print(tf.strings.reduce_join(lines, separator="\n"), output_stream=sys.stderr)
         with tf.control_dependencies([*updates, warning]):
             return tf.constant(False)
 
-    return [tf.cond(truncated, skip, lambda: tf.constant(True))]
+    return [tf.cond(any_incomplete, skip, lambda: tf.constant(True))]
 
 
 def file_sha256(path, chunk_size: int = 1 << 20) -> str:

@@ -1,9 +1,10 @@
-"""Pipeline: files -> chunks of serialized records -> batches -> parsed batches, and worker sharding.
+"""Pipeline: files -> serialized records -> batches -> parsed batches, and worker sharding.
 
-`make_dataset` composes the stages: `files` lists the files and reads them in parallel as chunks of
-serialized records (with the corrupt-file accounting); records are shuffled (training) and batched while
-still serialized; each batch is parsed by one call of `parser.parse_batch` (vectorized ops, no per-record
-parsing), then prefetched. `shard_for_workers` splits a finished dataset between the workers of a
+`make_dataset` composes the stages: `files` lists the files and reads them in parallel record by record
+(nothing runs per record: a function per record costs about as much as reading it); records are shuffled
+(training) and batched while still serialized; the corrupt-file accounting runs per batch
+(`files.check_pass`); each batch is parsed by one call of `parser.parse_batch` (vectorized ops, no
+per-record parsing), then prefetched. `shard_for_workers` splits a finished dataset between the workers of a
 multi-worker strategy.
 """
 
@@ -40,6 +41,7 @@ def make_dataset(
     drop_remainder: bool = False,
     num_parallel_reads: int | None = None,
     dequantize: bool = True,
+    split_files: bool = False,
 ) -> tf.data.Dataset:
     """Builds the `tf.data` input pipeline over YouTube-8M-style TFRecords.
 
@@ -65,16 +67,23 @@ def make_dataset(
             mean of the class weights over the video's labels; needs num_classes. None yields no weights.
             Defaults to None.
         skip_corrupt: bool; False raises an error naming a corrupt or truncated file, True skips the
-            rest of that file, prints a warning and counts it. Defaults to False.
+            rest of that file, prints a warning and counts it. Files are checked at the end of each pass
+            over them (with `split_files`, as each file ends). Defaults to False.
         skip_nonfinite: bool; False raises an error naming the video with NaN/Inf float features, True
             drops such videos (batches may then be smaller) and counts them. Defaults to False.
         skip_counter: optional `SkipCounter` receiving the counts of what was skipped.
-        repeat: bool, repeat the data indefinitely. Defaults to False.
-        drop_remainder: bool, drop the last partial batch (static batch size). Defaults to False.
+        repeat: bool, repeat the data indefinitely, pass after pass (each pass ends with its own partial
+            batch unless drop_remainder). Defaults to False.
+        drop_remainder: bool, drop the last partial batch of each pass (static batch size). Defaults to
+            False.
         num_parallel_reads: int, files read in parallel (interleave cycle length). Defaults to
             min(number of files, 8).
         dequantize: bool; False yields quantized modalities as uint8 (the record's bytes) for a model that
             dequantizes them itself (see `parser.parse_serialized`). Defaults to True.
+        split_files: bool; True when the files of a pass are split between several readers (the tf.data
+            service's `distributed_epoch` mode): each file is then checked as it ends (`files.read_chunks`,
+            slower per record) instead of all files at the end of the pass, which no single reader sees.
+            Defaults to False.
 
     Returns:
         A `tf.data.Dataset` of `(features, labels)`, or `(features, labels, sample_weights)` with
@@ -102,37 +111,69 @@ def make_dataset(
         skip_counter = SkipCounter()
 
     file_list = files.list_files(file_pattern)
-    file_pairs = files.file_dataset(file_list)
+    sizes = files.file_sizes(file_list)
+    file_triples = files.file_dataset(file_list, sizes)
     if training:
-        file_pairs = file_pairs.shuffle(len(file_list), seed=seed, reshuffle_each_iteration=True)
-    chunks = files.read_chunks(
-        file_pairs,
-        num_files=len(file_list),
-        skip_corrupt=skip_corrupt,
-        skip_counter=skip_counter,
-        num_parallel_reads=num_parallel_reads,
-        deterministic=not training or seed is not None,
-    )
-    batches = batch_records(
-        chunks,
-        batch_size=batch_size,
-        training=training,
-        shuffle_buffer=shuffle_buffer,
-        seed=seed,
-        repeat=repeat,
-        drop_remainder=drop_remainder,
-    )
-    # One stateless seed per batch: reproducible with `seed`, different in every epoch.
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2, drop_remainder=True)
-    batches = tf.data.Dataset.zip(batches, seeds)
-    report_at_end = (skip_corrupt or skip_nonfinite) and not repeat
-    if report_at_end:
-        # An empty batch marks the end of the data; the filter below prints the counts when it passes.
-        end_marker = ((tf.zeros([0], tf.string), tf.zeros([0], tf.string)), tf.zeros([2], tf.int64))
-        batches = batches.concatenate(tf.data.Dataset.from_tensors(end_marker))
+        file_triples = file_triples.shuffle(len(file_list), seed=seed, reshuffle_each_iteration=True)
+    deterministic = not training or seed is not None
+    if split_files:
+        chunks = files.read_chunks(
+            file_triples,
+            num_files=len(file_list),
+            skip_corrupt=skip_corrupt,
+            skip_counter=skip_counter,
+            num_parallel_reads=num_parallel_reads,
+            deterministic=deterministic,
+        )
+        batches = batch_records(
+            chunks,
+            batch_size=batch_size,
+            training=training,
+            shuffle_buffer=shuffle_buffer,
+            seed=seed,
+            repeat=repeat,
+            drop_remainder=drop_remainder,
+        )
+        report_at_end = (skip_corrupt or skip_nonfinite) and not repeat
+        if report_at_end:
+            # An empty batch marks the end of the data; the filter after parsing prints the counts.
+            batches = batches.concatenate(tf.data.Dataset.from_tensors(_empty_batch()))
+    else:
+        # Record by record, nothing run per record; the byte accounting runs per batch and checks every
+        # file at the end of the pass, where it leaves an empty batch (the end marker).
+        records = files.read_records(
+            file_triples,
+            num_files=len(file_list),
+            num_parallel_reads=num_parallel_reads,
+            deterministic=deterministic,
+        )
+        if training:
+            records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        batches = files.check_pass(
+            records.batch(batch_size),
+            file_list,
+            sizes,
+            skip_corrupt=skip_corrupt,
+            skip_counter=skip_counter,
+        )
+        report_at_end = skip_corrupt or skip_nonfinite
+        if drop_remainder or not report_at_end:
+            # Drops the partial batch (its bytes are counted above) and, unless it reports, the end marker.
+            batches = batches.filter(
+                lambda records, *_: _keep_batch(records, batch_size, drop_remainder, report_at_end)
+            )
+        if repeat:
+            batches = batches.repeat()
+    if training:
+        # One stateless seed per batch: reproducible with `seed`, different in every epoch.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(
+            2, drop_remainder=True
+        )
+        batches = tf.data.Dataset.zip(batches, seeds)
 
     parse = _batch_parser(
         specs,
+        file_names=file_list,
         training=training,
         num_frames=num_frames,
         num_classes=num_classes,
@@ -144,15 +185,33 @@ def make_dataset(
         skip_counter=skip_counter,
         dequantize=dequantize,
     )
-    dataset = batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if training:
+        dataset = batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:  # evaluation draws nothing at random: no seeds
+        dataset = batches.map(
+            lambda *batch: parse(batch, None), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
     if report_at_end:
         dataset = dataset.filter(lambda *element: _not_end_marker(element, skip_counter))
     if drop_remainder and skip_nonfinite:
         # Dropped videos leave short batches; re-batching restores the promised batch size.
         dataset = dataset.unbatch().batch(batch_size, drop_remainder=True)
-    elif drop_remainder and report_at_end:
+    elif drop_remainder:
+        # Appending the end marker relaxed the static batch size.
         dataset = dataset.map(lambda *element: _with_batch_size(element, batch_size))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _keep_batch(records, batch_size, drop_remainder, keep_end_marker):
+    """Filter predicate: full batches, the partial one unless drop_remainder, the end marker if asked."""
+    size = tf.size(records)
+    keep = tf.equal(size, batch_size) if drop_remainder else size > 0
+    return keep | tf.equal(size, 0) if keep_end_marker else keep
+
+
+def _empty_batch():
+    """The end marker: a batch of no records."""
+    return tf.zeros([0], tf.string), tf.zeros([0], tf.int64), tf.zeros([0], tf.int64)
 
 
 def batch_records(
@@ -168,7 +227,7 @@ def batch_records(
     """Cuts chunks of serialized records into batches, shuffling the records when training.
 
     Args:
-        chunks: dataset of `(records, record_names)` string tensors `(None,)` (see `files.read_chunks`).
+        chunks: dataset of `(records, record_indices, file_indices)` chunks (see `files.read_chunks`).
         batch_size: int, records per batch.
         training: bool; True shuffles the records in a buffer of `shuffle_buffer`, False keeps their order.
         shuffle_buffer: int, records in the shuffle buffer (training only).
@@ -177,7 +236,7 @@ def batch_records(
         drop_remainder: bool, drop the last partial batch.
 
     Returns:
-        A dataset of `(serialized, record_names)`, string tensors `(batch,)`.
+        A dataset of `(serialized, record_indices, file_indices)`, tensors `(batch,)`.
     """
     if training:
         records = chunks.unbatch().shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
@@ -215,6 +274,7 @@ def shard_for_workers(dataset: tf.data.Dataset, num_workers: int) -> tf.data.Dat
 def _batch_parser(
     specs,
     *,
+    file_names,
     training,
     num_frames,
     num_classes,
@@ -226,10 +286,13 @@ def _batch_parser(
     skip_counter,
     dequantize=True,
 ):
-    """The `Dataset.map` function: `((serialized, record_names), seed)` -> an element of `make_dataset`."""
+    """The `Dataset.map` function: `((serialized, record_indices, file_indices), seed)` -> an element of
+    `make_dataset`."""
+    file_names = tf.constant(list(file_names), tf.string)
 
-    def parse(records_and_names, batch_seed):
-        serialized, record_names = records_and_names
+    def parse(batch, batch_seed):
+        serialized, record_indices, file_indices = batch
+        record_names = files.record_names(file_names, record_indices, file_indices)
         parsed = parser.parse_batch(
             serialized,
             specs,
@@ -325,7 +388,7 @@ def _not_end_marker(element, counter):
 
     def report():
         summary = tf.print(
-            "W ac_keras.data: end of data; skipped the rest of",
+            "W ac_keras.data: end of a pass over the data; skipped the rest of",
             counter.corrupt_files,
             "corrupt or truncated file(s) (",
             counter.unread_bytes,

@@ -169,7 +169,8 @@ def write_truncated(directory, name="broken.tfrecord", cut=30):
     return broken
 
 
-def test_truncated_file_raises_an_error_naming_it(dataset_dir):
+@pytest.mark.parametrize("split_files", [False, True])
+def test_truncated_file_raises_an_error_naming_it(dataset_dir, split_files):
     directory, _ = dataset_dir
     broken = write_truncated(str(directory), "train-broken.tfrecord")
     dataset = make_dataset(
@@ -179,6 +180,7 @@ def test_truncated_file_raises_an_error_naming_it(dataset_dir):
         training=False,
         num_classes=5,
         label_mode="single",
+        split_files=split_files,
     )
     with pytest.raises(tf.errors.InvalidArgumentError, match="train-broken.tfrecord.*corrupt or truncated"):
         read_all(dataset)
@@ -196,7 +198,8 @@ def test_corrupt_record_raises_an_error_naming_the_file(tmp_path):
         read_all(dataset)
 
 
-def test_skip_corrupt_skips_the_rest_of_the_file_and_counts_it(dataset_dir, capfd):
+@pytest.mark.parametrize("split_files", [False, True])
+def test_skip_corrupt_skips_the_rest_of_the_file_and_counts_it(dataset_dir, capfd, split_files):
     directory, videos = dataset_dir
     write_truncated(str(directory), "train-broken.tfrecord")
     counter = SkipCounter()
@@ -209,6 +212,7 @@ def test_skip_corrupt_skips_the_rest_of_the_file_and_counts_it(dataset_dir, capf
         label_mode="single",
         skip_corrupt=True,
         skip_counter=counter,
+        split_files=split_files,
     )
     features, _ = read_all(dataset)
     good = [video_id for video_id in ids_of(features) if not video_id.startswith("broken")]
@@ -219,7 +223,47 @@ def test_skip_corrupt_skips_the_rest_of_the_file_and_counts_it(dataset_dir, capf
     assert counts["nonfinite_videos"] == 0
     stderr = capfd.readouterr().err
     assert "train-broken.tfrecord is corrupt or truncated" in stderr
-    assert "end of data; skipped the rest of 1 corrupt" in stderr
+    assert "end of a pass over the data; skipped the rest of 1 corrupt" in stderr
+
+
+def test_every_broken_file_is_named_and_each_pass_is_checked(dataset_dir, capfd):
+    """The default reader checks the files at the end of each pass: all broken files are named, in
+    training (shuffled records, repeated passes) as in evaluation, and the counts add up pass after pass."""
+    directory, videos = dataset_dir
+    write_truncated(str(directory), "train-broken1.tfrecord", cut=30)
+    write_truncated(str(directory), "train-broken2.tfrecord", cut=200)
+    options = dict(batch_size=3, num_classes=5, label_mode="single")
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"(?s)train-broken1.tfrecord is corrupt.*train-broken2.tfrecord"
+    ):
+        read_all(make_dataset(str(directory / "train-*"), FEATURES, training=False, **options))
+    counter = SkipCounter()
+    dataset = make_dataset(
+        str(directory / "train-*"),
+        FEATURES,
+        training=True,
+        num_frames=2,
+        seed=3,
+        repeat=True,
+        skip_corrupt=True,
+        skip_counter=counter,
+        **options,
+    )
+    records_per_pass = len(videos) + 3 + 3  # the whole records before each cut
+    passes = 3
+    seen = []
+    for features, _ in dataset:
+        seen += [video_id.decode() for video_id in features[schema.VIDEO_ID_KEY].numpy()]
+        if len(seen) >= passes * records_per_pass:
+            break
+    assert len(seen) == passes * records_per_pass
+    first, second = seen[:records_per_pass], seen[records_per_pass : 2 * records_per_pass]
+    assert sorted(first) == sorted(second) and first != second  # every record once per pass, reshuffled
+    counts = counter.as_dict()["corrupt_files"]
+    assert counts >= 2 * (passes - 1) and counts % 2 == 0  # both files at the end of every pass read
+    stderr = capfd.readouterr().err
+    assert "train-broken1.tfrecord is corrupt or truncated" in stderr
+    assert "train-broken2.tfrecord is corrupt or truncated" in stderr
 
 
 def test_nonfinite_videos_raise_or_are_skipped_and_counted(tmp_path):
