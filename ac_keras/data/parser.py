@@ -309,18 +309,25 @@ def select_frame_indices(row_splits, *, training: bool, num_frames: int | None, 
     new_lengths = tf.minimum(lengths, num_frames)
     new_row_splits = tf.concat([tf.zeros([1], tf.int64), tf.cumsum(new_lengths)], axis=0)
     if training:
-        total_frames = row_splits[-1]
-        frame_rows = _row_ids(row_splits)
+        # Per video, the K frames with the largest of i.i.d. uniform keys: a uniformly random K-subset.
+        # One top_k over a (batch, longest video) key matrix; padding gets key -1 and is never chosen
+        # before a real frame.
+        max_length = tf.reduce_max(tf.concat([lengths, tf.zeros([1], tf.int64)], axis=0))
+        key_shape = tf.stack([tf.size(lengths, out_type=tf.int64), max_length])
         if seed is None:
-            keys = tf.random.uniform([total_frames], dtype=tf.float64)
+            keys = tf.random.uniform(key_shape, dtype=tf.float32)
         else:
-            keys = tf.random.stateless_uniform([total_frames], seed=seed, dtype=tf.float64)
-        # Row index + a key in [0, 1) sorts frames by row, randomly within each row, in one argsort.
-        order = tf.argsort(tf.cast(frame_rows, tf.float64) + keys)
-        rank_in_row = tf.range(total_frames) - tf.gather(row_splits, tf.gather(frame_rows, order))
-        # Sorting the chosen flat indices restores temporal order within each row.
-        indices = tf.sort(_boolean_mask(order, rank_in_row < num_frames))
-        return tf.cast(indices, tf.int64), new_row_splits
+            keys = tf.random.stateless_uniform(key_shape, seed=seed, dtype=tf.float32)
+        positions = tf.range(max_length)[tf.newaxis, :]
+        keys = tf.where(positions < lengths[:, tf.newaxis], keys, -1.0)
+        _, chosen = tf.math.top_k(keys, k=tf.cast(tf.minimum(max_length, num_frames), tf.int32), sorted=False)
+        # Sorted positions: temporal order, and the padding a short video got comes last in its row.
+        chosen = tf.sort(tf.cast(chosen, tf.int64), axis=1)
+        is_frame = chosen < lengths[:, tf.newaxis]
+        indices = _boolean_mask(
+            tf.reshape(chosen + row_splits[:-1, tf.newaxis], [-1]), tf.reshape(is_frame, [-1])
+        )
+        return indices, new_row_splits
     selected_rows = _row_ids(new_row_splits)
     position = tf.range(new_row_splits[-1]) - tf.gather(new_row_splits, selected_rows)
     length = tf.gather(lengths, selected_rows)
@@ -352,10 +359,10 @@ def _assert_all(checks):
     """One assertion per `(ok, make_data)` check; returns the ops to depend on (none when eager).
 
     The assertion data are the offending values and video ids, gathered with a few vectorized ops (empty
-    for valid data); `tf.debugging.Assert` formats them only on failure. Building one message string per
-    batch, or building it in a tf.cond only on failure, costs measurably more per batch in a tf.data
-    function. Only string data keeps `tf.debugging.Assert` free of its own internal cond. TensorFlow
-    C-escapes the data in the message, so the texts use no quotes.
+    for valid data) and formatted by `tf.debugging.Assert` only on failure. No `tf.cond` here or in the
+    data: in a `Dataset.map` function each cond costs about a fifth of the whole pipeline's throughput
+    (docs/benchmarks.md). Only string data keeps `tf.debugging.Assert` free of its own internal cond.
+    TensorFlow C-escapes the data in the message, so the texts use no quotes.
     """
     assertions = [tf.debugging.Assert(ok, make_data(), summarize=_SUMMARIZE) for ok, make_data in checks]
     return [assertion for assertion in assertions if assertion is not None]
@@ -421,7 +428,7 @@ def _frame_checks(spec, modality, describe):
                     _found(bytes_per_frame, bad_frames),
                     "in byte strings:",
                     _found(values_per_frame, bad_frames),
-                    *describe(_rows_with_any(bad_frames, raw_frames.row_splits)),
+                    *describe(_sum_by_splits(bad_frames, raw_frames.row_splits) > 0),
                 ]
 
         else:
@@ -432,7 +439,7 @@ def _frame_checks(spec, modality, describe):
                     f"Modality {spec.name} declares dim {spec.dim} (float: each frame a FloatList "
                     f"of {spec.dim} floats), found frames of (floats):",
                     _found(values_per_frame, bad_frames),
-                    *describe(_rows_with_any(bad_frames, raw_frames.row_splits)),
+                    *describe(_sum_by_splits(bad_frames, raw_frames.row_splits) > 0),
                 ]
 
         checks.append((tf.logical_not(tf.reduce_any(bad_frames)), frame_data))
@@ -575,28 +582,52 @@ def _single_vector_sets(spec, frames, video_level, fill, batch_size, as_uint8=Fa
 
 
 def _add_single_vector_sets(frames_by_name, extras_by_name):
-    """Appends the length-1 sets to the frame sets; one cond for all modalities skips the copy when unused."""
+    """Gives the records without frames their length-1 set, in place of their empty frame set."""
     outputs = {}
-    pending = {}
     for name, frames in frames_by_name.items():
         extras = extras_by_name[name]
-        if frames is None:
-            outputs[name] = extras
-        elif extras is None:
-            outputs[name] = frames
+        if frames is None or extras is None:
+            outputs[name] = extras if frames is None else frames
         else:
-            pending[name] = (frames, extras)
-    if pending:
-        needed = tf.reduce_any(
-            tf.stack([tf.reduce_any(extras.row_lengths() > 0) for _, extras in pending.values()])
-        )
-        merged = tf.cond(
-            needed,
-            lambda: {name: tf.concat([frames, extras], axis=1) for name, (frames, extras) in pending.items()},
-            lambda: {name: frames for name, (frames, _) in pending.items()},
-        )
-        outputs.update(merged)
+            outputs[name] = _insert_single_vectors(frames, extras)
     return outputs
+
+
+def _insert_single_vectors(frames, extras):
+    """`frames` with each record's row of `extras` (length 0 or 1) appended to its row; no `tf.cond`.
+
+    Records that receive a vector have no frames, so the vector starts their row. Rows after the first such
+    record move down: the frame values are padded by the number of vectors and the moved frames and the
+    vectors are written into the padded copy. Without any vector (the common case) nothing is copied:
+    `tf.pad` by zero rows returns its input, and `InplaceUpdate` with no rows leaves it as it is. Branching
+    with `tf.cond` instead costs about a fifth of the input pipeline's throughput when the frame values
+    flow through it (docs/benchmarks.md); the two ops here keep the common case free.
+    """
+    values = frames.flat_values
+    row_splits = frames.row_splits
+    vectors = extras.flat_values
+    gets_vector = extras.row_lengths() > 0
+    added = tf.cast(gets_vector, tf.int64)
+    added_before = tf.cumsum(added, exclusive=True)
+    new_row_splits = row_splits + tf.concat([tf.zeros([1], tf.int64), tf.cumsum(added)], axis=0)
+    # The first record that gets a vector; without any, the appended 1 points past the last record.
+    first = tf.argmax(tf.concat([added, tf.ones([1], tf.int64)], axis=0), output_type=tf.int64)
+    # The frames from the first record that gets a vector on move down by the vectors before them.
+    moved = tf.range(row_splits[first], row_splits[-1])
+    moved_to = moved + tf.gather(added_before, _row_of(row_splits, moved))
+    vector_at = _boolean_mask(row_splits[:-1] + added_before, gets_vector)
+    padded = tf.pad(values, [[0, tf.size(vector_at)], [0, 0]])
+    merged = tf.raw_ops.InplaceUpdate(
+        x=padded,
+        i=tf.cast(tf.concat([moved_to, vector_at], axis=0), tf.int32),
+        v=tf.concat([tf.gather(values, moved), tf.cast(vectors, values.dtype)], axis=0),
+    )
+    return tf.RaggedTensor.from_row_splits(merged, new_row_splits, validate=False)
+
+
+def _row_of(row_splits, flat_indices):
+    """int64 row of each of the flat `flat_indices`."""
+    return tf.searchsorted(row_splits, flat_indices, side="right", out_type=tf.int64) - 1
 
 
 def _label_checks(label_ids, num_classes, label_mode, describe):
@@ -607,7 +638,7 @@ def _label_checks(label_ids, num_classes, label_mode, describe):
         return [
             f"Labels outside [0, {num_classes}) (num_classes={num_classes}):",
             _found(flat, out_of_range),
-            *describe(_rows_with_any(out_of_range, label_ids.row_splits)),
+            *describe(_sum_by_splits(out_of_range, label_ids.row_splits) > 0),
         ]
 
     checks = [(tf.logical_not(tf.reduce_any(out_of_range)), range_data)]

@@ -4,6 +4,9 @@ Records are built directly with `tf.train.SequenceExample` / `tf.train.Example` 
 code layout (`ac_keras.testing.records`), not through our writer.
 """
 
+import collections
+import itertools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -121,6 +124,52 @@ def test_video_level_examples_read_as_length_one_sets(parse):
         assert lengths[2] == (4 if record_type == "auto" else 1)
 
 
+@pytest.mark.parametrize("dequantize", [True, False])
+def test_length_one_sets_land_in_their_own_rows_among_frame_level_records(parse, dequantize):
+    """Records without frames of a modality anywhere in the batch (first, consecutive, last, between
+    records of different lengths, video-level ones too) get their vector in their own row; every other
+    row keeps its frames. Checked against a row-by-row reference, for float32 and for uint8 hand-over."""
+    rng = np.random.default_rng(4)
+    rgb_mean = schema.dequantize(rng.integers(0, 256, 6).astype(np.uint8))
+    fill = {"rgb": schema.dequantize(np.full(6, 200, np.uint8)), "audio": np.array([9, 8, 7], np.float32)}
+    layout = [("none", 0), ("frames", 3), ("rgb_only", 2), ("none", 0), ("video", 0), ("frames", 5)]
+    layout += [("audio_only", 4), ("rgb_only", 1), ("none", 0)]
+    examples, expected = [], {"rgb": [], "audio": []}
+    for index, (kind, length) in enumerate(layout):
+        rgb = rng.integers(0, 256, (length, 6)).astype(np.uint8)
+        audio = rng.normal(size=(length, 3)).astype(np.float32)
+        frames = {}
+        if kind in ("frames", "rgb_only"):
+            frames["rgb"] = rgb
+        if kind in ("frames", "audio_only"):
+            frames["audio"] = audio
+        if kind == "video":
+            examples.append(records.video_level_example(f"v{index}", [0], {"rgb": rgb_mean}))
+        else:
+            examples.append(records.sequence_example(f"v{index}", [0], frames))
+        expected["rgb"].append(
+            schema.dequantize(frames["rgb"])
+            if "rgb" in frames
+            else (rgb_mean if kind == "video" else fill["rgb"])[None]
+        )
+        expected["audio"].append(frames["audio"] if "audio" in frames else fill["audio"][None])
+    features, _ = parse(
+        serialize(examples),
+        features=FEATURES,
+        training=False,
+        num_frames=None,
+        missing_fill=fill,
+        dequantize=dequantize,
+    )
+    for index in range(len(layout)):
+        rgb = features["rgb"][index].numpy()
+        if not dequantize:
+            assert rgb.dtype == np.uint8
+            rgb = schema.dequantize(rgb)
+        np.testing.assert_allclose(rgb, expected["rgb"][index], atol=1e-6, err_msg=f"record {index}")
+        np.testing.assert_array_equal(features["audio"][index].numpy(), expected["audio"][index])
+
+
 def test_evaluation_takes_equal_intervals(parse):
     lengths = [10, 25, 4, 7]
     serialized = serialize(index_video(f"v{n}", n) for n in lengths)
@@ -172,6 +221,25 @@ def test_select_frame_indices_training_covers_all_frames_over_seeds():
         assert indices.numpy()[-1] == 5
         seen.update(indices.numpy()[:2].tolist())
     assert seen == {0, 1, 2, 3, 4}
+
+
+def test_select_frame_indices_training_draws_uniform_subsets():
+    """Every 2-subset of a 5-frame video is equally likely (600 seeds: 60 expected each, sd 7.3); the
+    other video (3 frames, K=2) too; the rows keep their own frames."""
+    row_splits = tf.constant([0, 5, 8], tf.int64)
+    pairs = collections.Counter()
+    others = collections.Counter()
+    for seed in range(600):
+        indices, _ = select_frame_indices(
+            row_splits, training=True, num_frames=2, seed=tf.constant([seed, 11], tf.int64)
+        )
+        chosen = indices.numpy().tolist()
+        pairs[tuple(chosen[:2])] += 1
+        others[tuple(chosen[2:])] += 1
+    assert set(pairs) == set(itertools.combinations(range(5), 2))
+    assert all(25 <= count <= 95 for count in pairs.values()), pairs
+    assert set(others) == set(itertools.combinations(range(5, 8), 2))
+    assert all(150 <= count <= 250 for count in others.values()), others
 
 
 def test_missing_modality_is_filled_with_the_given_vector_or_zeros(parse):
