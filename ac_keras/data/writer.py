@@ -37,8 +37,9 @@ def make_sequence_example(
             as they are and float arrays are quantized (`schema.quantize`); for a "float" modality the
             values are stored as float32 FloatLists.
         features: feature spec string (e.g. "rgb:1024,audio:128") or sequence of `schema.FeatureSpec`.
-        allow_missing: bool; True writes a record without the modalities absent from `frames` (the reader
-            fills them), False raises. Defaults to False.
+        allow_missing: bool; True writes the modalities absent from `frames` as empty feature lists (zero
+            frames: the YouTube-8M starter's reader requires every list it reads, and ac_keras's reader fills
+            an empty one as a missing modality), False raises. Defaults to False.
         video_level: optional dict modality name -> float vector `(dim,)` stored in the context as
             `mean_<name>` (the released extractor's `mean_rgb`: the mean of a video's frame features). The
             reader uses it only for a record without frames of that modality.
@@ -66,6 +67,7 @@ def make_sequence_example(
     for spec in specs:
         if spec.name not in frames:
             if allow_missing:
+                example.feature_lists.feature_list.get_or_create(spec.name)
                 continue
             raise ValueError(
                 f"Video {video_id!r} has no frames for modality {spec.name!r} (declared "

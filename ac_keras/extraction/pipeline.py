@@ -214,11 +214,8 @@ def build_pipeline(
             allow_missing=True,
             video_level={name: mean for name, mean in means.items() if mean is not None},
         )
-        for name in names:
-            # A modality without features (no audio stream) is an empty feature list, not absent: the
-            # YouTube-8M starter's reader requires every list (it reads 0 frames), and ac_keras's reader
-            # fills an empty one with the training mean, as an absent one. Never zero bytes.
-            example.feature_lists.feature_list.get_or_create(name)
+        # A modality without features (no audio stream) is written as an empty feature list (the writer's
+        # allow_missing): never zero bytes.
         beam.metrics.Metrics.counter("extract", "videos_written").inc()
         return example.SerializeToString()
 

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from ac_keras import schema
+from ac_keras.data import parse_serialized
 from ac_keras.data.writer import ShardedWriter, make_sequence_example
 
 FEATURES = "rgb:4,flow:3:float"
@@ -55,7 +56,13 @@ def test_missing_modality_raises_unless_allowed():
     with pytest.raises(ValueError, match=r"'vid'.*no frames for modality 'flow'"):
         make_sequence_example("vid", [0], only_rgb, FEATURES)
     example = make_sequence_example("vid", [0], only_rgb, FEATURES, allow_missing=True)
-    assert "flow" not in example.feature_lists.feature_list
+    # An empty list (zero frames), not an absent key: the YouTube-8M starter's reader requires every list.
+    assert "flow" in example.feature_lists.feature_list
+    assert len(example.feature_lists.feature_list["flow"].feature) == 0
+    parsed = parse_serialized(
+        tf.constant([example.SerializeToString()]), FEATURES, training=False, num_frames=None
+    )
+    assert parsed[0]["flow"].row_lengths().numpy().tolist() == [1]  # read as missing: one fill vector
     with pytest.raises(ValueError, match="non-negative ints"):
         make_sequence_example("vid", [-1], frames(), FEATURES)
 
