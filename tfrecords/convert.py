@@ -139,8 +139,8 @@ def convert(
         num_workers: int, processes writing shards in parallel (1: in this process). Defaults to 1.
         overwrite: bool, replace existing shards of this prefix (stale shards of an earlier run with a
             different shard count are deleted). Defaults to False: refuse, naming the existing file.
-        allow_missing: bool, write videos that lack a modality without it (the reader fills it).
-            Defaults to False: raise.
+        allow_missing: bool, write videos that lack a modality with an empty feature list for it (the
+            reader fills it). Defaults to False: raise.
         show_progress: bool, print a progress line (counts and rate) to stderr. Defaults to True.
 
     Returns:
@@ -301,7 +301,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_shards", 1, "Number of shards.")
     flags.DEFINE_integer("num_workers", 1, "Processes writing shards in parallel.")
     flags.DEFINE_bool("overwrite", False, "Replace existing shards of this prefix.")
-    flags.DEFINE_bool("allow_missing", False, "Write videos lacking a modality without it.")
+    flags.DEFINE_bool(
+        "allow_missing", False, "Write videos lacking a modality, with an empty feature list for it."
+    )
     flags.mark_flags_as_required(["csv", "features", "output_dir"])
 
 
