@@ -233,17 +233,20 @@ class BiLSTMAggregator(_Aggregator):
         self.units = units
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.batch_norm = keras.layers.BatchNormalization(dtype=self.dtype_policy, name="batch_norm")
-        self.bilstm = keras.layers.Bidirectional(
-            keras.layers.LSTM(
-                units,
-                return_sequences=True,
-                kernel_regularizer=self.kernel_regularizer,
-                dtype=self.dtype_policy,
-                name="lstm",
-            ),
+        lstm = keras.layers.LSTM(
+            units,
+            return_sequences=True,
+            kernel_regularizer=self.kernel_regularizer,
             dtype=self.dtype_policy,
-            name="bilstm",
+            name="lstm",
         )
+        self.bilstm = keras.layers.Bidirectional(lstm, dtype=self.dtype_policy, name="bilstm")
+        # Bidirectional serializes `lstm` twice to make its two layers. While a model loads, Keras's object
+        # sharing keys serialized configs by id(): once this LSTM were freed, another aggregator's LSTM could
+        # get its address, and the load would then hand that aggregator layers of this one (seen as a
+        # "different go_backwards" error, depending on when the garbage collector ran). Keeping the LSTM
+        # alive, outside Keras's layer tracking (no weights, not saved), keeps every id distinct.
+        object.__setattr__(self, "_template_lstm", lstm)
 
     def _output_dim(self, dim):
         return 2 * self.units
