@@ -77,21 +77,27 @@ def test_no_file_matches_the_pattern(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "corrupted", "not_a_tfrecord"])
-def test_damaged_record_files_are_named(tmp_path, damage):
-    path = pathlib.Path(_write(tmp_path / "train.tfrecord", _good_videos(12)))
-    data = path.read_bytes()
-    if damage == "truncated":
-        path.write_bytes(data[: len(data) * 2 // 3])
-    elif damage == "corrupted":
-        middle = len(data) // 2
-        path.write_bytes(
-            data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 40]) + data[middle + 40 :]
-        )
-    else:
-        path.write_text("video_id,labels\nabc,1 2\n" * 50)
-    status, output = _train(tmp_path, path)
-    _assert_short_error(status, output, str(path), "is corrupt or truncated", "--skip_corrupt")
+def test_damaged_record_files_are_named(tmp_path):
+    """A truncated file, one with a corrupted record and one that is no TFRecord file at all, beside a good
+    one: one short message names each of the three (checked at the end of the pass over the files)."""
+    paths = {}
+    for damage in ("truncated", "corrupted", "not_a_tfrecord", "good"):
+        path = pathlib.Path(_write(tmp_path / f"train-{damage}.tfrecord", _good_videos(12)))
+        data = path.read_bytes()
+        if damage == "truncated":
+            path.write_bytes(data[: len(data) * 2 // 3])
+        elif damage == "corrupted":
+            middle = len(data) // 2
+            path.write_bytes(
+                data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 40]) + data[middle + 40 :]
+            )
+        elif damage == "not_a_tfrecord":
+            path.write_text("video_id,labels\nabc,1 2\n" * 50)
+        paths[damage] = str(path)
+    status, output = _train(tmp_path, tmp_path / "train-*.tfrecord")
+    damaged = [paths[damage] for damage in ("truncated", "corrupted", "not_a_tfrecord")]
+    _assert_short_error(status, output, *damaged, "is corrupt or truncated", "--skip_corrupt")
+    assert paths["good"] not in output
 
 
 @pytest.mark.parametrize(
