@@ -138,8 +138,7 @@ def main(argv: Sequence[str]) -> None:
     try:
         encoding = video_files.VideoEncoding(crf=FLAGS.video_crf, scale=FLAGS.video_scale)
         if videos_only:
-            generation = {name: value for name, value in settings.items() if name != "overwrite"}
-            video_files.check_dataset(FLAGS.output_dir, **generation)
+            video_files.check_dataset(FLAGS.output_dir, **settings)
             if os.path.exists(videos_dir):
                 raise FileExistsError(f"{videos_dir} already exists.")
         else:

@@ -499,7 +499,7 @@ def _sum_by_splits(values, row_splits):
 def _row_ids(row_splits):
     """int64 row index of every flat element (tf.repeat and value_rowids build dozens of ops)."""
     row_splits = tf.cast(row_splits, tf.int64)
-    return tf.searchsorted(row_splits, tf.range(row_splits[-1]), side="right", out_type=tf.int64) - 1
+    return _row_of(row_splits, tf.range(row_splits[-1]))
 
 
 def _boolean_mask(values, mask):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import inspect
 import json
 import os
 import shutil
@@ -46,6 +47,7 @@ from ac_keras.datasets.flash_mnist.generate import (
     _prefetch,
     _Progress,
     _sibling,
+    generate_dataset,
 )
 from ac_keras.datasets.flash_mnist.videos import NUM_FRAMES, NoiseSampler, video_chunks, video_id
 
@@ -196,25 +198,22 @@ def video_settings(metadata: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def check_dataset(
-    dataset_dir: str | os.PathLike,
-    *,
-    seed: int = 0,
-    videos_per_class_train: int = 20,
-    videos_per_class_test: int = 10,
-    test_digits_per_class: int = 100,
-    mnist_dir: str | os.PathLike | None = None,
-    cnn_epochs: int = 10,
-    cnn_noise_frames: int | None = None,
-    cnn_backgrounds_per_digit: int = 5,
-    num_shards: int = 4,
-) -> None:
+def check_dataset(dataset_dir: str | os.PathLike, **settings: Any) -> None:
     """Checks that ``dataset_dir`` holds a current dataset made with these ``generate_dataset`` settings.
+
+    Args:
+        dataset_dir: the dataset's directory.
+        **settings: ``generate_dataset``'s keyword arguments (its defaults for those not given;
+            ``overwrite`` and ``progress`` do not matter here).
 
     Raises:
         FileNotFoundError: ``dataset_dir`` holds no dataset.
+        TypeError: a setting ``generate_dataset`` does not take.
         ValueError: its frame CNN is of an older version, or a setting differs (the message names each).
     """
+    bound = inspect.signature(generate_dataset).bind(dataset_dir, **settings)
+    bound.apply_defaults()
+    given = bound.arguments
     metadata = read_metadata(dataset_dir)
     version = metadata.get("frame_cnn_version", 1)
     if version != FRAME_CNN_VERSION:
@@ -227,19 +226,20 @@ def check_dataset(
         cnn_backgrounds_per_digit=metadata["cnn_backgrounds_per_digit"],
         num_shards=metadata["num_shards"],
     )
+    mnist_dir = given["mnist_dir"]
     wanted = {
-        "seed": seed,
-        "videos_per_class_train": videos_per_class_train,
-        "videos_per_class_test": videos_per_class_test,
-        "test_digits_per_class": test_digits_per_class if mnist_dir is None else None,
+        "seed": given["seed"],
+        "videos_per_class_train": given["videos_per_class_train"],
+        "videos_per_class_test": given["videos_per_class_test"],
+        "test_digits_per_class": given["test_digits_per_class"] if mnist_dir is None else None,
         "mnist_dir": None if mnist_dir is None else os.path.abspath(os.fspath(mnist_dir)),
-        "cnn_epochs": cnn_epochs,
-        "cnn_backgrounds_per_digit": cnn_backgrounds_per_digit,
-        "num_shards": num_shards,
+        "cnn_epochs": given["cnn_epochs"],
+        "cnn_backgrounds_per_digit": given["cnn_backgrounds_per_digit"],
+        "num_shards": given["num_shards"],
     }
-    if cnn_noise_frames is not None:
+    if given["cnn_noise_frames"] is not None:
         recorded["cnn_noise_frames"] = metadata["cnn_noise_frames"]
-        wanted["cnn_noise_frames"] = cnn_noise_frames
+        wanted["cnn_noise_frames"] = given["cnn_noise_frames"]
     differing = [
         f"{name}={wanted[name]!r} (it has {recorded[name]!r})"
         for name in wanted
