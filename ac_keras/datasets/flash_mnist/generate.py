@@ -7,6 +7,7 @@ end, so an interrupted run never leaves a partial dataset under the final name.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import queue
@@ -55,46 +56,47 @@ CNN_FILE = "frame_cnn.keras"
 STATS_FILE = "stats.json"
 
 
-def check_settings(
-    output_dir: str | os.PathLike,
-    *,
-    seed: int = 0,
-    videos_per_class_train: int = 20,
-    videos_per_class_test: int = 10,
-    test_digits_per_class: int = 100,
-    mnist_dir: str | os.PathLike | None = None,
-    cnn_epochs: int = 10,
-    cnn_noise_frames: int | None = None,
-    cnn_backgrounds_per_digit: int = 5,
-    num_shards: int = 4,
-    overwrite: bool = False,
-) -> None:
-    """Checks ``generate_dataset``'s arguments before any work; the arguments are the same.
+def check_settings(output_dir: str | os.PathLike, **settings: Any) -> None:
+    """Checks ``generate_dataset``'s arguments before any work.
+
+    Args:
+        output_dir: the dataset directory ``generate_dataset`` would create.
+        **settings: ``generate_dataset``'s keyword arguments, bound to its signature (its defaults for
+            those not given).
 
     Raises:
+        TypeError: a setting ``generate_dataset`` does not take.
         ValueError: an argument out of range (the message names it).
         FileExistsError: ``output_dir`` holds data and ``overwrite`` is False, or holds something other
             than a Flash-MNIST dataset.
         FileNotFoundError: ``mnist_dir`` lacks an MNIST IDX file.
     """
-    for name, value in (
-        ("videos_per_class_train", videos_per_class_train),
-        ("videos_per_class_test", videos_per_class_test),
-        ("test_digits_per_class", test_digits_per_class),
-        ("cnn_epochs", cnn_epochs),
-        ("cnn_backgrounds_per_digit", cnn_backgrounds_per_digit),
-        ("num_shards", num_shards),
+    bound = inspect.signature(generate_dataset).bind(output_dir, **settings)
+    bound.apply_defaults()
+    given = bound.arguments
+    for name in (
+        "videos_per_class_train",
+        "videos_per_class_test",
+        "test_digits_per_class",
+        "cnn_epochs",
+        "cnn_backgrounds_per_digit",
+        "num_shards",
     ):
+        value = given[name]
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+    seed = given["seed"]
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}.")
-    if cnn_noise_frames is not None and cnn_noise_frames < 0:
-        raise ValueError(f"cnn_noise_frames must be >= 0, got {cnn_noise_frames}.")
-    _check_output_dir(os.path.abspath(os.fspath(output_dir)), overwrite)
-    if mnist_dir is not None:
+    noise_frames = given["cnn_noise_frames"]
+    if noise_frames is not None and (
+        isinstance(noise_frames, bool) or not isinstance(noise_frames, int | np.integer) or noise_frames < 0
+    ):
+        raise ValueError(f"cnn_noise_frames must be an int >= 0 or None, got {noise_frames!r}.")
+    _check_output_dir(os.path.abspath(os.fspath(output_dir)), given["overwrite"])
+    if given["mnist_dir"] is not None:
         for split in SPLITS:
-            mnist.idx_paths(mnist_dir, split)
+            mnist.idx_paths(given["mnist_dir"], split)
 
 
 def generate_dataset(
@@ -148,18 +150,10 @@ def generate_dataset(
         ValueError: if an argument is out of range.
     """
     output_dir = os.path.abspath(os.fspath(output_dir))
+    # Every argument as given (locals() holds only the arguments here), so none is checked at its default.
     check_settings(
         output_dir,
-        seed=seed,
-        videos_per_class_train=videos_per_class_train,
-        videos_per_class_test=videos_per_class_test,
-        test_digits_per_class=test_digits_per_class,
-        mnist_dir=mnist_dir,
-        cnn_epochs=cnn_epochs,
-        cnn_noise_frames=cnn_noise_frames,
-        cnn_backgrounds_per_digit=cnn_backgrounds_per_digit,
-        num_shards=num_shards,
-        overwrite=overwrite,
+        **{name: value for name, value in locals().items() if name not in ("output_dir", "progress")},
     )
     started = time.monotonic()
 

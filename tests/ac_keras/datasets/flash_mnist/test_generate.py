@@ -158,3 +158,15 @@ def test_generate_dataset_refuses_foreign_directory(tmp_path):
         fm.generate_dataset(tmp_path / "x", **{**TINY, "videos_per_class_train": 0})
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
         fm.check_settings(tmp_path / "y", mnist_dir=tmp_path)
+
+
+def test_check_settings_takes_generate_datasets_arguments(tmp_path):
+    # Bound to generate_dataset's signature: an unknown name is a TypeError, every value given is checked.
+    with pytest.raises(TypeError, match="videos_per_class"):
+        fm.check_settings(tmp_path / "x", videos_per_class=3)
+    with pytest.raises(ValueError, match="cnn_noise_frames must be an int >= 0 or None, got -1"):
+        fm.generate_dataset(tmp_path / "x", **{**TINY, "cnn_noise_frames": -1})
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got True"):
+        fm.check_settings(tmp_path / "x", seed=True)
+    fm.check_settings(tmp_path / "x", progress=False)  # generate_dataset's own defaults are valid
+    assert os.listdir(tmp_path) == []
