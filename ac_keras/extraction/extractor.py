@@ -174,6 +174,19 @@ class Extractor:
         self.spec = spec
         self._embedders = {}
         self._pcas = dict(pcas or {})
+        for name, pca in self._pcas.items():
+            self._check_pca(name, pca)
+
+    def _check_pca(self, name: str, pca) -> None:
+        """Raises DataError unless `pca` projects to modality `name`'s `--pca_dims` values."""
+        modality = self.spec.modality(name)
+        dims = int(np.shape(pca.components)[0])
+        if modality.pca_dims != dims:
+            source = f" (file {modality.pca_file})" if modality.pca_file else ""
+            raise DataError(
+                f"Modality {name}: the PCA{source} projects to {dims} values, but --pca_dims is "
+                f"{modality.pca_dims}."
+            )
 
     # --- models -------------------------------------------------------------------------------------------
 
@@ -353,8 +366,9 @@ class Extractor:
             pca = pca if pca is not None else self._pcas.get(name)
             if pca is None:
                 raise ValueError(f"Modality {name}: --pca_dims needs the fitted PCA.")
+            self._check_pca(name, pca)
             if len(features):
-                features = pca_lib.apply_pca_tensor(pca, features).numpy()[:, : modality.pca_dims]
+                features = pca_lib.apply_pca_tensor(pca, features).numpy()
             else:
                 features = np.zeros([0, modality.pca_dims], np.float32)
         if features.dtype == np.uint8:
@@ -425,7 +439,7 @@ class Extractor:
         if modality.pca_dims is not None:
             from ac_keras.extraction import pca as pca_lib
 
-            features = pca_lib.apply_pca_tensor(self._pcas[name], features)[:, : modality.pca_dims]
+            features = pca_lib.apply_pca_tensor(self._pcas[name], features)
         if features.dtype == tf.uint8:
             return features
         if modality.quantized:

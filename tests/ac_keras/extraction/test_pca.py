@@ -112,3 +112,21 @@ def test_load_names_the_file_on_bad_content(tmp_path):
     np.savez(mismatched, mean=np.zeros(3), components=np.zeros((2, 4)), eigenvalues=np.ones(2), epsilon=1e-4)
     with pytest.raises(DataError, match="mismatched.npz"):
         load_pca(str(mismatched))
+
+
+def test_extractor_refuses_a_pca_of_other_dims_and_applies_one_of_its_dims(tmp_path):
+    from ac_keras.extraction.extractor import ExtractionSpec, Extractor, ModalitySpec
+
+    pca_file = str(tmp_path / "pca_rgb.npz")
+    spec = ExtractionSpec((ModalitySpec("rgb", "model.keras", pca_file=pca_file, pca_dims=3),))
+    features = correlated_sample(num_samples=40, input_dim=12)
+    four = fit_pca(features, 4)
+    with pytest.raises(DataError, match=r"rgb: the PCA \(file .*pca_rgb.npz\) projects to 4 values, but "):
+        Extractor(spec, {"rgb": four})
+    extractor = Extractor(spec)
+    with pytest.raises(DataError, match="projects to 4 values, but --pca_dims is 3"):
+        extractor.finish("rgb", features[:5], four)
+    three = fit_pca(features, 3)
+    stored, mean = Extractor(spec, {"rgb": three}).finish("rgb", features[:5])
+    assert stored.dtype == np.uint8 and stored.shape == (5, 3)
+    np.testing.assert_allclose(mean, apply_pca(three, features[:5]).mean(axis=0), rtol=1e-4, atol=1e-5)
