@@ -11,15 +11,17 @@
 
 Every file is written to a temporary name and renamed into place, so an interrupted run never leaves a
 half-written one. `load_predictor` gives evaluation and prediction one function from features to
-probabilities, from the best model of a model_dir or from an exported SavedModel. An export carries the
-run's files that a program classifying new videos needs in `<saved_model>/assets.extra/` (config.json,
-stats.json, extraction.json, class_names.csv); `run_file` finds them in either place.
+probabilities, from the best model of a model_dir (its latest checkpoint when it kept none) or from an
+exported SavedModel. An export carries the run's files that a program classifying new videos needs in
+`<saved_model>/assets.extra/` (config.json, stats.json, extraction.json, class_names.csv); `run_file` finds
+them in either place.
 """
 
 import csv
 import io
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -91,7 +93,7 @@ def run_file(name, *, model_dir=None, saved_model=None):
     if saved_model:
         return os.path.join(saved_model, EXTRA_ASSETS_DIR, name)
     if not model_dir:
-        raise UsageError("Give --model_dir (its best model is used) or --saved_model.")
+        raise UsageError("Give --model_dir (its best model, else its latest checkpoint) or --saved_model.")
     return os.path.join(model_dir, name)
 
 
@@ -335,6 +337,37 @@ def load_best_model(model_dir):
     return keras.models.load_model(path)
 
 
+def load_trained_model(model_dir, *, say=None):
+    """The model of a training directory: its best model, else (a run without --eval_data keeps none) the
+    model of its latest checkpoint, built from the run's config.json.
+
+    Args:
+        model_dir: the training directory (`--model_dir`).
+        say: called with one line when the latest checkpoint stands in for the best model. Defaults to
+            printing it to stderr (stdout may carry a command's results).
+
+    Raises:
+        MissingDataError: neither a best model nor a checkpoint (the message names both places), or no
+            config.json beside the checkpoints.
+    """
+    if tf.io.gfile.exists(best_model_path(model_dir)):
+        return load_best_model(model_dir)
+    checkpoint_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+    latest = tf.train.latest_checkpoint(checkpoint_dir) if tf.io.gfile.exists(checkpoint_dir) else None
+    if not latest:
+        raise MissingDataError(
+            f"--model_dir {model_dir} holds no trained model: no best model ({best_model_path(model_dir)}) "
+            f"and no checkpoint in {checkpoint_dir}. Train into it first, or pass --saved_model."
+        )
+    from ac_keras.task import Task  # the task imports the data pipeline; only needed here
+
+    model = Task(load_run_config(model_dir=model_dir)).build_model()
+    tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    say(f"No best model in {model_dir} (trained without --eval_data): using its latest checkpoint {latest}.")
+    return model
+
+
 def best_or_final_model(model_dir, model, task):
     """The best model of `model_dir` when one was kept, else a plain copy of `model` (built by `task`).
 
@@ -355,19 +388,20 @@ def load_predictor(model_dir=None, saved_model=None):
     takes floats for them (made before uint8 inputs) gets them dequantized.
 
     Args:
-        model_dir: training directory; its best model (`best/model.keras`) is used.
+        model_dir: training directory; its best model (`best/model.keras`) is used, or its latest
+            checkpoint when it has none (`load_trained_model`).
         saved_model: path of an exported SavedModel version; takes precedence over `model_dir`. It runs
             through its `predict_features` signature, as a client of TF Serving would.
 
     Raises:
-        FileNotFoundError: the SavedModel or the best model does not exist.
+        FileNotFoundError: the SavedModel does not exist, or the model_dir holds no trained model.
         ValueError: neither is given, or the SavedModel lacks the `predict_features` signature.
     """
     if saved_model:
         return _saved_model_predictor(saved_model)
     if not model_dir:
-        raise UsageError("Give --model_dir (its best model is used) or --saved_model.")
-    model = load_best_model(model_dir)
+        raise UsageError("Give --model_dir (its best model, else its latest checkpoint) or --saved_model.")
+    model = load_trained_model(model_dir)
 
     @tf.function(reduce_retracing=True)
     def predict_keras(features):

@@ -97,10 +97,11 @@ class Classifier:
 
     @classmethod
     def load(cls, *, model_dir=None, saved_model=None, **overrides) -> "Classifier":
-        """The classifier of a model_dir's best model or of an export.
+        """The classifier of a model_dir's best model (else its latest checkpoint) or of an export.
 
         Args:
-            model_dir: training directory: its best model, config.json, extraction.json, class_names.csv.
+            model_dir: training directory: its best model (else its latest checkpoint), config.json,
+                extraction.json, class_names.csv.
             saved_model: an exported SavedModel version (its `predict_features` signature and the run's
                 files in `assets.extra/`); takes precedence over `model_dir`.
             **overrides: settings replacing the run's, by flag name (`OVERRIDES`).
@@ -108,11 +109,13 @@ class Classifier:
         Raises:
             UsageError: neither `model_dir` nor `saved_model`, or an override that is not in `OVERRIDES`.
             MissingDataError: no config.json or extraction.json, the statistics or a file the extraction
-                used missing, no best model or SavedModel.
+                used missing, no trained model in model_dir, no SavedModel.
             DataError: a file the extraction used has changed, or the extraction does not fit the model.
         """
         if not model_dir and not saved_model:
-            raise UsageError("Give --model_dir (its best model is used) or --saved_model.")
+            raise UsageError(
+                "Give --model_dir (its best model, else its latest checkpoint) or --saved_model."
+            )
         unknown = sorted(set(overrides) - set(OVERRIDES))
         if unknown:
             raise UsageError(f"classify takes the model's own settings; it cannot change {unknown}.")

@@ -1,8 +1,8 @@
 """Evaluates a trained model: `python -m ac_keras.evaluate --flagfile=F --model_dir=D --output_json=J`.
 
-Scores the best model of `--model_dir` (or the SavedModel given by `--saved_model`) on `--eval_data` with the
-field's metrics (single-label: top1, top5, mean_class_accuracy; multi-label: gap, hit_at_1, perr, map), prints
-them and writes them as JSON.
+Scores the best model of `--model_dir` (its latest checkpoint when the run kept none), or the SavedModel
+given by `--saved_model`, on `--eval_data` with the field's metrics (single-label: top1, top5,
+mean_class_accuracy; multi-label: gap, hit_at_1, perr, map), prints them and writes them as JSON.
 """
 
 from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads

@@ -277,7 +277,10 @@ def first_records(file_pattern, count=2):
 
 
 def main(argv):
-    """`python -m ac_keras.export --flagfile=F --model_dir=D --export_dir=E`: exports the best model of D."""
+    """`python -m ac_keras.export --flagfile=F --model_dir=D --export_dir=E`: exports the best model of D.
+
+    A run without --eval_data keeps no best model: its latest checkpoint is exported.
+    """
     from absl import app
 
     from ac_keras import flags as ac_flags
@@ -287,7 +290,7 @@ def main(argv):
     runtime = config.runtime
     if not runtime.model_dir or not runtime.export_dir:
         raise app.UsageError("--model_dir and --export_dir: both are required.")
-    model = artifacts.load_best_model(runtime.model_dir)
+    model = artifacts.load_trained_model(runtime.model_dir)
     warmup = first_records(config.data.eval_data or config.data.train_data)
     path = export_saved_model(
         model,

@@ -78,7 +78,7 @@ def main(argv):
     pattern = _DATA.value or config.data.eval_data
     if not pattern:
         raise app.UsageError("--data: is required (or --eval_data).")
-    model = artifacts.load_best_model(config.runtime.model_dir)
+    model = artifacts.load_trained_model(config.runtime.model_dir)
     dataset = Task(config).eval_dataset(pattern, keep_ids=True, batch_size=_NUM_VIDEOS.value, num_frames=0)
     features, labels = next(iter(dataset))[:2]
     probabilities, weights = attention_maps(model, features)
