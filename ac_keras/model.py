@@ -362,3 +362,40 @@ def adapt_inputs(model, features):
         needs_floats = wanted.get(name, "uint8") != "uint8" and frames.dtype == tf.uint8
         adapted[name] = schema.dequantize(frames) if needs_floats else frames
     return adapted
+
+
+def dense_inputs(features, num_frames=None):
+    """Ragged features (`make_dataset`'s) in the `input_format="dense"` layout, e.g. for Keras `fit`.
+
+    Args:
+        features: dict modality -> ragged frames `(batch, None, dim)`; other keys (the video ids) are
+            dropped.
+        num_frames: int, the padded frame count of every modality (a fixed shape for `fit`); None pads
+            each modality to its longest video in the batch. Longer videos are an error, not cut.
+
+    Returns:
+        dict: per modality its zero-padded dense frames `(batch, frames, dim)`, in the features' dtype, and
+        `"<modality>_mask"`, int32 `(batch, frames)`, 1 for real frames and 0 for padding.
+    """
+    import tensorflow as tf
+
+    from ac_keras import schema
+
+    dense = {}
+    for name, frames in features.items():
+        if name == schema.VIDEO_ID_KEY:
+            continue
+        lengths = frames.row_lengths()
+        if num_frames is None:
+            padded = frames.to_tensor()
+        else:
+            checked = tf.debugging.assert_less_equal(
+                lengths,
+                tf.cast(num_frames, lengths.dtype),
+                message=f"dense_inputs: modality {name} has videos longer than num_frames={num_frames}",
+            )
+            with tf.control_dependencies([checked]):
+                padded = frames.to_tensor(shape=[None, num_frames, frames.shape[-1]])
+        dense[name] = padded
+        dense[name + MASK_SUFFIX] = tf.sequence_mask(lengths, tf.shape(padded)[1], dtype=tf.int32)
+    return dense

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from ac_keras.demo import toy_videos
-from ac_keras.model import PREDICTIONS_KEY, attention_key, build_model
+from ac_keras.model import PREDICTIONS_KEY, attention_key, build_model, dense_inputs
 from tests.ac_keras.layers.layer_test_utils import ragged_frames
 
 FEATURES = {"rgb": 6, "audio": 3}
@@ -38,13 +38,32 @@ def test_dense_and_ragged_inputs_agree():
     dense_model = build_model(FEATURES, 3, num_classes=4, weighting="fc2", input_format="dense")
     dense_model.set_weights(ragged_model.get_weights())
     inputs = _inputs()
-    dense_inputs = {}
-    for name, frames in inputs.items():
-        dense_inputs[name] = frames.to_tensor(default_value=7.0)
-        dense_inputs[name + "_mask"] = tf.sequence_mask(frames.row_lengths(), tf.shape(dense_inputs[name])[1])
-    np.testing.assert_allclose(
-        ragged_model(inputs).numpy(), dense_model(dense_inputs).numpy(), rtol=1e-6, atol=1e-7
-    )
+    dense = dense_inputs(inputs)
+    # The padding's values must not matter: the mask leaves them out (bool masks are taken too).
+    padded = {name: tf.where(dense[name + "_mask"][..., None] > 0, dense[name], 7.0) for name in inputs}
+    bool_masks = {name + "_mask": tf.cast(dense[name + "_mask"], tf.bool) for name in inputs}
+    for given in ({**dense, **padded}, {**padded, **bool_masks}):
+        np.testing.assert_allclose(
+            ragged_model(inputs).numpy(), dense_model(given).numpy(), rtol=1e-6, atol=1e-7
+        )
+
+
+def test_dense_inputs_layout():
+    frames = tf.ragged.constant([[[1, 2], [3, 4]], [], [[5, 6]]], dtype=tf.uint8, ragged_rank=1)
+    features = {"rgb": frames, "video_id": tf.constant(["a", "b", "c"])}
+    dense = dense_inputs(features)
+    assert sorted(dense) == ["rgb", "rgb_mask"]
+    assert dense["rgb"].dtype == tf.uint8
+    np.testing.assert_array_equal(dense["rgb"], [[[1, 2], [3, 4]], [[0, 0], [0, 0]], [[5, 6], [0, 0]]])
+    np.testing.assert_array_equal(dense["rgb_mask"], [[1, 1], [0, 0], [1, 0]])
+    assert dense["rgb_mask"].dtype == tf.int32
+    fixed = dense_inputs(features, num_frames=4)
+    assert fixed["rgb"].shape == (3, 4, 2) and fixed["rgb_mask"].shape == (3, 4)
+    np.testing.assert_array_equal(fixed["rgb_mask"], [[1, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0]])
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="modality rgb has videos longer than num_frames=1"
+    ):
+        dense_inputs(features, num_frames=1)
 
 
 def test_return_attention_outputs():
@@ -114,10 +133,7 @@ def _fit_toy(strategy):
     labels = tf.one_hot(labels, 4)
     # Keras 3 `fit` cannot distribute ragged tensors (values.py: 'RaggedTensor' has no attribute 'device'),
     # so this test feeds the dense + mask input format; ac_keras.train uses its own loop with strategy.run.
-    dense = {}
-    for name, frames in features.items():
-        dense[name] = frames.to_tensor()
-        dense[name + "_mask"] = tf.sequence_mask(frames.row_lengths(), dense[name].shape[1], dtype="int32")
+    dense = dense_inputs(features)
     dataset = tf.data.Dataset.from_tensor_slices((dense, labels)).batch(32)
     with strategy.scope():
         model = build_model(

@@ -212,7 +212,7 @@ def _file_of(video_id):
 
 @pytest.mark.slow  # runs the command (Beam workers, TensorFlow start-up)
 def test_a_tiny_model_learns_the_classes_from_the_extracted_records(extracted):
-    from ac_keras.model import build_model
+    from ac_keras.model import build_model, dense_inputs
 
     features = "rgb:6:float,audio:8:float,flow:4:float"
     pattern = str(extracted["output"] / "train-*.tfrecord")
@@ -227,12 +227,7 @@ def test_a_tiny_model_learns_the_classes_from_the_extracted_records(extracted):
     )
 
     def dense(inputs, labels):  # Keras `fit` takes the dense + mask input format
-        outputs = {}
-        for name in ("rgb", "audio", "flow"):
-            outputs[name] = inputs[name].to_tensor()
-            outputs[name + "_mask"] = tf.sequence_mask(inputs[name].row_lengths(), 4, dtype="int32")
-            outputs[name] = tf.pad(outputs[name], [[0, 0], [0, 4 - tf.shape(outputs[name])[1]], [0, 0]])
-        return outputs, labels
+        return dense_inputs(inputs, num_frames=4), labels
 
     keras.utils.set_random_seed(1)
     model = build_model(
