@@ -13,7 +13,9 @@ Writes to `--output_dir` (one directory per split): `<prefix>-SSSSS-of-NNNNN.tfr
 final names only when complete), `extraction.json` (what made the features, so a trained model can extract
 the same features from a new video), `errors.csv` (every video that could not be used and why; the job
 goes on without them), `stats.json` (as `python -m tfrecords.stats` writes it) and, with `--pca_dims`, the
-fitted `pca_<modality>.npz`. Existing output is refused before any work unless `--overwrite`.
+fitted `pca_<modality>.npz`. Existing output is refused before any work unless `--overwrite`. The videos are
+extracted in runs of `--videos_per_run`; an interrupted extraction is finished by the same command (its
+finished runs are kept).
 See docs/extract.md.
 """
 
@@ -101,6 +103,14 @@ def define_flags() -> None:
     flags.DEFINE_integer("seed", 0, "Seed of random initializations (--*_weights=none).")
     flags.DEFINE_integer(
         "num_workers", None, "DirectRunner processes; default: the CPU count.", lower_bound=1
+    )
+    flags.DEFINE_integer(
+        "videos_per_run",
+        None,
+        "Extract the videos in runs of at most this many (the DirectRunner holds a run's features in memory; "
+        "a finished run is kept when the command is interrupted and run again). Default: "
+        f"{pipeline.DEFAULT_VIDEOS_PER_RUN} on the DirectRunner, all videos in one run on other runners.",
+        lower_bound=1,
     )
     flags.DEFINE_bool("stats", True, "Write stats.json after the records.")
     flags.mark_flags_as_required(["output_dir"])
@@ -310,7 +320,8 @@ def main(argv) -> None:
     tasks = collect_tasks(config.videos, config.labels_csv)
     spec = spec_from_flags(config, output_dir)
     existing = existing_outputs(output_dir, config.prefix)
-    if existing and not config.overwrite:
+    resuming = pipeline.unfinished_extraction(output_dir) and not config.overwrite
+    if existing and not config.overwrite and not resuming:
         raise FileExistsError(
             f"{existing[0]} already exists ({len(existing)} file(s) of an earlier extraction in "
             f"{output_dir}); "
@@ -339,8 +350,14 @@ def main(argv) -> None:
         output_dir,
         time.monotonic() - start,
     )
-    for path in existing:
-        tf.io.gfile.remove(path)
+    if resuming:
+        logging.info("Finishing the interrupted extraction in %s (its finished runs are kept)", output_dir)
+    else:
+        for path in existing:
+            tf.io.gfile.remove(path)
+        progress = f"{output_dir.rstrip('/')}/{pipeline.PROGRESS_DIR}"
+        if tf.io.gfile.exists(progress):  # --overwrite: an interrupted extraction starts over
+            tf.io.gfile.rmtree(progress)
     tf.io.gfile.makedirs(output_dir)
     num_shards = config.num_shards or max(1, -(-len(tasks) // 1000))
     num_shards = min(num_shards, len(tasks))
@@ -353,6 +370,7 @@ def main(argv) -> None:
         beam_args=beam_args,
         num_workers=config.num_workers,
         verbose=cli.verbose_requested(sys.argv),
+        videos_per_run=config.videos_per_run,
     )
     elapsed = time.monotonic() - start
     extractor_lib.write_description(

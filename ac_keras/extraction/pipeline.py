@@ -7,14 +7,17 @@
     errors -> errors.csv
 
 The same pipeline runs on the DirectRunner (multi-process on the local cores, the default) or on Dataflow,
-Flink or Spark with the user's Beam options. Memory per worker is bounded by the inference batch and one
-decoded frame, not by the video length or the number of videos: decoding streams frames, and what is
-grouped per video is its features.
+Flink or Spark with the user's Beam options. Decoding streams frames and what is grouped per video is its
+features; the DirectRunner, though, holds each stage's whole output in memory, so `run` extracts the videos
+in runs of at most `videos_per_run` (`plan_waves`), each recorded when done so that an interrupted
+extraction resumes where it stopped.
 """
 
 import dataclasses
+import json
 import logging
 import os
+import random
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -24,6 +27,10 @@ from ac_keras.errors import UsageError
 from ac_keras.extraction import extractor as extractor_lib
 
 ERRORS_FILE = "errors.csv"
+# Hidden in the output directory while an extraction runs: its plan and what each run finished.
+PROGRESS_DIR = ".extract-progress"
+# Videos per run on the DirectRunner, which holds each stage's whole output in memory.
+DEFAULT_VIDEOS_PER_RUN = 128
 ERRORS_HEADER = "video,path,kind,detail"
 _META = "__meta__"
 # Frames of one modality kept for fitting a --pca_dims PCA.
@@ -66,6 +73,7 @@ def build_pipeline(
     output_dir: str,
     prefix: str,
     num_shards: int,
+    pcas: Mapping | None = None,
 ):
     """Adds the extraction to `pipeline` (a `beam.Pipeline`); returns nothing, the sinks write the output.
 
@@ -73,9 +81,12 @@ def build_pipeline(
         pipeline: the `beam.Pipeline`.
         spec: the `ExtractionSpec`.
         tasks: the `VideoTask`s.
-        output_dir: where the shards, `errors.csv` and any `--pca_dims` PCA files go.
+        output_dir: where the shards and `errors.csv` go.
         prefix: shard name prefix.
         num_shards: number of shards.
+        pcas: dict modality -> `pca.PcaParams` for `--pca_dims` modalities whose PCA was fitted before
+            (an earlier run of the same extraction); the others are fitted here on a sample of these
+            videos and written to their `pca_file`.
     """
     import apache_beam as beam
     from apache_beam.utils import shared
@@ -171,8 +182,12 @@ def build_pipeline(
         | "Assemble" >> beam.FlatMap(assemble)
     )
 
-    pca_names = [modality.name for modality in spec.modalities if modality.pca_dims is not None]
-    pcas = {}
+    fitted = dict(pcas or {})
+    pca_names = [
+        modality.name
+        for modality in spec.modalities
+        if modality.pca_dims is not None and modality.name not in fitted
+    ]
     for name in pca_names:
         modality = spec.modality(name)
         pca_path = modality.pca_file
@@ -191,21 +206,21 @@ def build_pipeline(
             )
             return params
 
-        pcas[name] = beam.pvalue.AsSingleton(
+        fitted[name] = beam.pvalue.AsSingleton(
             videos
             | f"Frames{name}" >> beam.FlatMap(lambda video, name=name: list(video[2].get(name, [])))
             | f"Sample{name}" >> beam.combiners.Sample.FixedSizeGlobally(PCA_SAMPLE_SIZE)
             | f"FitPca{name}" >> beam.Map(fit)
         )
 
-    def to_record(video, **fitted):
+    def to_record(video, **pca_params):
         from ac_keras.data import writer
 
         video_id, labels, arrays = video
         extractor = _shared_extractor(handle, spec)
         stored, means = {}, {}
         for name, array in arrays.items():
-            stored[name], means[name] = extractor.finish(name, array, fitted.get(name))
+            stored[name], means[name] = extractor.finish(name, array, pca_params.get(name))
         example = writer.make_sequence_example(
             video_id,
             sorted(labels),
@@ -221,7 +236,7 @@ def build_pipeline(
 
     (
         videos
-        | "Records" >> beam.Map(to_record, **pcas)
+        | "Records" >> beam.Map(to_record, **fitted)
         | "Write"
         >> beam.io.WriteToTFRecord(
             f"{output_dir.rstrip('/')}/{prefix}",
@@ -252,6 +267,39 @@ def _csv_row(error) -> str:
     return buffer.getvalue()
 
 
+@dataclasses.dataclass(frozen=True)
+class Wave:
+    """One run of the pipeline: some of the videos, written as shards `first_shard..` of the extraction."""
+
+    index: int
+    tasks: tuple[VideoTask, ...]
+    first_shard: int
+    num_shards: int
+
+
+def plan_waves(tasks: Sequence[VideoTask], *, videos_per_run: int, num_shards: int) -> list[Wave]:
+    """Splits the videos into runs of at most `videos_per_run` and the shards between them.
+
+    With more than one run the videos are first shuffled (a fixed seed: the same list gives the same runs),
+    so each run is a random sample of them (the `--pca_dims` PCA is fitted on the first run's videos). The
+    runs differ in size by at most one video; each gets at least one shard and at most one per video, the
+    `num_shards` shared in proportion, so there are `max(num_shards, number of runs)` shards in all.
+    """
+    tasks = list(tasks)
+    count = max(1, -(-len(tasks) // videos_per_run))
+    if count > 1:
+        random.Random(0).shuffle(tasks)
+    sizes = [len(tasks) // count + (index < len(tasks) % count) for index in range(count)]
+    waves, first_task, first_shard = [], 0, 0
+    for index, size in enumerate(sizes):
+        shards = num_shards // count + (index < num_shards % count)
+        shards = min(max(1, shards), size)
+        waves.append(Wave(index, tuple(tasks[first_task : first_task + size]), first_shard, shards))
+        first_task += size
+        first_shard += shards
+    return waves
+
+
 def run(
     spec: extractor_lib.ExtractionSpec,
     tasks: Sequence[VideoTask],
@@ -262,22 +310,86 @@ def run(
     beam_args: Sequence[str] = (),
     num_workers: int | None = None,
     verbose: bool = False,
+    videos_per_run: int | None = None,
 ) -> PipelineResult:
-    """Runs the pipeline and waits for it.
+    """Runs the pipeline, in runs of at most `videos_per_run` videos, and waits for it.
+
+    The DirectRunner holds every stage's whole output in memory (measured: about 5 to 8 times the float
+    features of the videos of one run, docs/extract.md), so on it the videos are extracted in runs of
+    `DEFAULT_VIDEOS_PER_RUN` by default; a cluster runner gets them all in one run unless `videos_per_run`
+    says otherwise. Each run writes its shards under their final names
+    (`<prefix>-SSSSS-of-NNNNN.tfrecord`, numbered across runs) and records that it is done in
+    `<output_dir>/.extract-progress/`; called again with the same arguments after an interruption, the runs
+    done are skipped (the first run's `--pca_dims` PCA is read back from its file). At the end the runs'
+    errors are merged into `errors.csv` and the progress directory is removed.
 
     Args:
-        spec, tasks, output_dir, prefix, num_shards: as in `build_pipeline`.
+        spec, tasks, output_dir, prefix, num_shards: as in `build_pipeline` (`num_shards` in all; see
+            `plan_waves`).
         beam_args: Beam pipeline options (e.g. `--runner=DataflowRunner --project=...`); without a
             `--runner` the DirectRunner runs in multi-process mode on `num_workers` processes.
         num_workers: DirectRunner processes. Defaults to the local CPU count.
         verbose: bool, keep Beam's INFO logging. Defaults to False.
+        videos_per_run: int, the most videos one run extracts. Defaults to `DEFAULT_VIDEOS_PER_RUN` on the
+            DirectRunner, all of them on other runners.
 
     Returns:
         A `PipelineResult`.
-    """
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
 
+    Raises:
+        FileExistsError: `output_dir` holds an unfinished extraction with other arguments.
+    """
+    args = _beam_options(beam_args, num_workers, verbose)
+    direct = any(arg in ("--runner=DirectRunner", "--runner=direct") for arg in args)
+    if videos_per_run is None:
+        videos_per_run = DEFAULT_VIDEOS_PER_RUN if direct else max(1, len(tasks))
+    waves = plan_waves(tasks, videos_per_run=videos_per_run, num_shards=num_shards)
+    total_shards = waves[-1].first_shard + waves[-1].num_shards
+    progress = _Progress(output_dir)
+    progress.start(
+        {
+            "tasks": [[task.video_id, task.path, list(task.labels)] for task in tasks],
+            "spec": repr(spec),
+            "prefix": prefix,
+            "num_shards": num_shards,
+            "videos_per_run": videos_per_run,
+        }
+    )
+    totals = {"videos_written": 0, "videos_failed": 0, **{f"features_{name}": 0 for name in spec.names}}
+    pcas = {}
+    for wave in waves:
+        counts = progress.done(wave.index)
+        if counts is None:
+            if len(waves) > 1:
+                logging.info(
+                    "Run %d of %d: %d video(s), shards %d-%d of %d",
+                    wave.index + 1,
+                    len(waves),
+                    len(wave.tasks),
+                    wave.first_shard,
+                    wave.first_shard + wave.num_shards - 1,
+                    total_shards,
+                )
+            counts = _run_wave(spec, wave, progress, prefix, total_shards, output_dir, pcas, args)
+            progress.mark_done(wave.index, counts)
+        else:
+            logging.info("Run %d of %d: done before, skipped.", wave.index + 1, len(waves))
+        for name, value in counts.items():
+            totals[name] = totals.get(name, 0) + value
+        if not pcas:
+            pcas = _fitted_pcas(spec)
+    _merge_errors(progress, len(waves), f"{output_dir.rstrip('/')}/{ERRORS_FILE}")
+    progress.remove()
+    shards = [_shard_path(output_dir, prefix, index, total_shards) for index in range(total_shards)]
+    return PipelineResult(
+        videos_written=totals["videos_written"],
+        videos_failed=totals["videos_failed"],
+        features={name: totals[f"features_{name}"] for name in spec.names},
+        shards=shards,
+    )
+
+
+def _beam_options(beam_args, num_workers, verbose) -> list[str]:
     args = list(beam_args)
     bad = [arg for arg in args if not arg.startswith("--")]
     if bad:
@@ -292,26 +404,137 @@ def run(
         args += ["--runner=DirectRunner", f"--direct_num_workers={workers}"]
         if workers > 1:
             args.append("--direct_running_mode=multi_processing")
+    return args
+
+
+def _run_wave(spec, wave, progress, prefix, total_shards, output_dir, pcas, args) -> dict[str, int]:
+    """Runs the pipeline on one wave's videos and moves its shards into place; returns its counters."""
+    import apache_beam as beam
+    import tensorflow as tf
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    wave_dir = progress.wave_dir(wave.index)
+    if tf.io.gfile.exists(wave_dir):  # what an interrupted attempt left
+        tf.io.gfile.rmtree(wave_dir)
+    tf.io.gfile.makedirs(wave_dir)
     # Worker processes import ac_keras from where this process does.
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [package_root, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
     )
-    options = PipelineOptions(args)
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, spec, tasks, output_dir=output_dir, prefix=prefix, num_shards=num_shards)
+    pipeline = beam.Pipeline(options=PipelineOptions(args))
+    build_pipeline(
+        pipeline, spec, wave.tasks, output_dir=wave_dir, prefix=prefix, num_shards=wave.num_shards, pcas=pcas
+    )
     result = pipeline.run()
     result.wait_until_finish()
     counters = _counters(result)
+    for index in range(wave.num_shards):
+        written = f"{wave_dir}/{prefix}-{index:05d}-of-{wave.num_shards:05d}.tfrecord"
+        final = _shard_path(output_dir, prefix, wave.first_shard + index, total_shards)
+        if tf.io.gfile.exists(written):
+            tf.io.gfile.rename(written, final, overwrite=True)
+        else:  # a runner may leave the shard of no record unwritten: an empty file holds no record
+            _write_atomically(final, "")
+    return {
+        "videos_written": counters.get("videos_written", 0),
+        "videos_failed": counters.get("videos_failed", 0),
+        **{f"features_{name}": counters.get(f"features_{name}", 0) for name in spec.names},
+    }
+
+
+def _shard_path(output_dir, prefix, index, num_shards) -> str:
+    return f"{output_dir.rstrip('/')}/{prefix}-{index:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def _write_atomically(path, text) -> None:
     import tensorflow as tf
 
-    shards = sorted(tf.io.gfile.glob(f"{output_dir.rstrip('/')}/{prefix}-*-of-*.tfrecord"))
-    return PipelineResult(
-        videos_written=counters.get("videos_written", 0),
-        videos_failed=counters.get("videos_failed", 0),
-        features={name: counters.get(f"features_{name}", 0) for name in spec.names},
-        shards=shards,
-    )
+    temporary = f"{path}.tmp"
+    with tf.io.gfile.GFile(temporary, "w") as handle:
+        handle.write(text)
+    tf.io.gfile.rename(temporary, path, overwrite=True)
+
+
+def _fitted_pcas(spec) -> dict:
+    """The `--pca_dims` PCAs the first run fitted, read back from their files."""
+    from ac_keras.extraction import pca as pca_lib
+
+    return {
+        modality.name: pca_lib.load_pca(modality.pca_file)
+        for modality in spec.modalities
+        if modality.pca_dims is not None
+    }
+
+
+def _merge_errors(progress, num_waves, path) -> None:
+    """Writes the errors of every run into one `errors.csv` (one header)."""
+    import tensorflow as tf
+
+    rows = []
+    for index in range(num_waves):
+        wave_errors = f"{progress.wave_dir(index)}/{ERRORS_FILE}"
+        if tf.io.gfile.exists(wave_errors):
+            with tf.io.gfile.GFile(wave_errors) as handle:
+                lines = handle.read().splitlines()
+            rows += [line for line in lines[1:] if line]
+    _write_atomically(path, "\n".join([ERRORS_HEADER, *rows]) + "\n")
+
+
+class _Progress:
+    """`<output_dir>/.extract-progress/`: the plan of an unfinished extraction, each run's output and a
+    marker per finished run (its counters)."""
+
+    def __init__(self, output_dir: str):
+        self.root = f"{output_dir.rstrip('/')}/{PROGRESS_DIR}"
+
+    def start(self, plan: dict) -> None:
+        """Records `plan`, or checks it against the one recorded by an interrupted attempt."""
+        import tensorflow as tf
+
+        path = f"{self.root}/plan.json"
+        if tf.io.gfile.exists(path):
+            with tf.io.gfile.GFile(path) as handle:
+                recorded = json.loads(handle.read())
+            if recorded != plan:
+                differing = sorted(key for key in plan if recorded.get(key) != plan[key])
+                raise FileExistsError(
+                    f"{self.root} holds an unfinished extraction with other settings (differing: "
+                    f"{', '.join(differing) or 'format'}); pass --overwrite to start over, or run the "
+                    "same command to finish it."
+                )
+            return
+        tf.io.gfile.makedirs(self.root)
+        _write_atomically(path, json.dumps(plan))
+
+    def wave_dir(self, index: int) -> str:
+        return f"{self.root}/run-{index:05d}"
+
+    def done(self, index: int) -> dict | None:
+        """The counters of run `index` if it finished, else None."""
+        import tensorflow as tf
+
+        path = f"{self.root}/run-{index:05d}.done.json"
+        if not tf.io.gfile.exists(path):
+            return None
+        with tf.io.gfile.GFile(path) as handle:
+            return json.loads(handle.read())
+
+    def mark_done(self, index: int, counts: dict) -> None:
+        _write_atomically(f"{self.root}/run-{index:05d}.done.json", json.dumps(counts))
+
+    def remove(self) -> None:
+        import tensorflow as tf
+
+        tf.io.gfile.rmtree(self.root)
+
+
+def unfinished_extraction(output_dir: str) -> bool:
+    """Whether `output_dir` holds an interrupted extraction (`run` finishes it when given the same
+    arguments)."""
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(f"{output_dir.rstrip('/')}/{PROGRESS_DIR}/plan.json")
 
 
 def _counters(result) -> Mapping[str, int]:

@@ -387,3 +387,98 @@ def test_training_copies_extraction_json_beside_the_records_into_the_model_dir(t
     copied = artifacts.copy_extraction_description(str(tmp_path / "run"), f"/nowhere/*,{records}/train-*")
     assert copied == str(tmp_path / "run" / "extraction.json")
     assert json.loads(pathlib.Path(copied).read_text()) == {"format": "x"}
+
+
+def test_plan_waves_splits_videos_and_shards():
+    from ac_keras.extraction import pipeline
+
+    tasks = [pipeline.VideoTask(f"v{index}", f"/v{index}.mp4") for index in range(10)]
+    waves = pipeline.plan_waves(tasks, videos_per_run=4, num_shards=7)
+    assert [len(wave.tasks) for wave in waves] == [4, 3, 3]
+    assert [(wave.first_shard, wave.num_shards) for wave in waves] == [(0, 3), (3, 2), (5, 2)]
+    assert sorted(task.video_id for wave in waves for task in wave.tasks) == sorted(t.video_id for t in tasks)
+    assert [task.video_id for task in waves[0].tasks] != ["v0", "v1", "v2", "v3"]  # shuffled: random samples
+    assert pipeline.plan_waves(tasks, videos_per_run=4, num_shards=7) == waves  # the same every time
+    # Each run gets at least one shard and at most one per video.
+    assert [w.num_shards for w in pipeline.plan_waves(tasks, videos_per_run=4, num_shards=1)] == [1, 1, 1]
+    assert [w.num_shards for w in pipeline.plan_waves(tasks[:3], videos_per_run=2, num_shards=9)] == [2, 1]
+    (single,) = pipeline.plan_waves(tasks, videos_per_run=10, num_shards=2)
+    assert single.tasks == tuple(tasks) and single.num_shards == 2  # one run: the order is kept
+
+
+_INTERRUPTED_EXTRACT = """
+import sys
+from ac_keras.extraction import pipeline
+from tfrecords import extract, run_command
+
+real_run_wave = pipeline._run_wave
+
+
+def interrupted(spec, wave, *args):
+    if wave.index == 1:
+        raise KeyboardInterrupt  # as Ctrl-C between two runs
+    return real_run_wave(spec, wave, *args)
+
+
+pipeline._run_wave = interrupted
+sys.argv = ["extract", *sys.argv[1:]]
+run_command(extract.main, extract.define_flags)
+"""
+
+
+@pytest.mark.slow  # runs the command twice (Beam, TensorFlow start-up)
+def test_runs_of_videos_resume_after_an_interruption_and_share_one_pca(tmp_path):
+    """--videos_per_run: an interrupted extraction keeps its finished runs; the same command finishes it.
+    Every run quantizes with the PCA the first one fitted, shards are numbered across runs, errors merged."""
+    csv_path, rows = make_clips(tmp_path / "videos", per_class=2)
+    videos.write_text_as_video(str(tmp_path / "videos" / "notes.mp4"))
+    csv_path.write_text("\n".join([*rows, "notes.mp4,1"]) + "\n")
+    models = tiny_models(tmp_path)
+    output = tmp_path / "records"
+    args = [
+        f"--labels_csv={csv_path}",
+        f"--output_dir={output}",
+        "--modalities=rgb",
+        f"--rgb_model={models['rgb']}",
+        "--pca_dims=3",
+        "--fps=2",
+        "--num_shards=2",
+        "--num_workers=1",
+        "--videos_per_run=2",
+        "--nostats",
+    ]
+    first = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_EXTRACT, *args],
+        cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert first.returncode != 0
+    progress = output / ".extract-progress"
+    assert (progress / "run-00000.done.json").exists() and not (progress / "run-00001.done.json").exists()
+    pca_file = output / "pca_rgb.npz"
+    fitted = pca_file.read_bytes()
+
+    refused = run_extract(*args[:-2], "--videos_per_run=3", "--nostats", check=False)
+    assert refused.returncode == 2 and "other settings (differing: videos_per_run)" in refused.stderr
+
+    second = run_extract(*args)
+    assert "Run 1 of 3: done before, skipped" in second.stderr
+    assert pca_file.read_bytes() == fitted  # fitted once, by the first run
+    names = sorted(os.listdir(output))
+    assert [name for name in names if name.endswith(".tfrecord")] == [
+        f"train-0000{index}-of-00003.tfrecord" for index in range(3)
+    ]
+    assert not [name for name in names if name.startswith(".") or "tmp" in name]
+    with open(output / "errors.csv") as handle:
+        assert [row["video"] for row in csv.DictReader(handle)] == ["notes"]
+    description = json.loads((output / "extraction.json").read_text())
+    extractor = extractor_lib.Extractor.from_description(description)
+    stored = _records(output)
+    assert sorted(stored) == [f"clip{index}" for index in range(4)]
+    for video_id, example in stored.items():
+        frames = [f.bytes_list.value[0] for f in example.feature_lists.feature_list["rgb"].feature]
+        expected = extractor.extract(str(tmp_path / "videos" / _file_of(video_id)))["rgb"]
+        np.testing.assert_array_equal(np.stack([np.frombuffer(f, np.uint8) for f in frames]), expected)
