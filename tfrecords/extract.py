@@ -108,8 +108,9 @@ def define_flags() -> None:
         "videos_per_run",
         None,
         "Extract the videos in runs of at most this many (the DirectRunner holds a run's features in memory; "
-        "a finished run is kept when the command is interrupted and run again). Default: "
-        f"{pipeline.DEFAULT_VIDEOS_PER_RUN} on the DirectRunner, all videos in one run on other runners.",
+        "a finished run is kept when the command is interrupted and run again). Default on the DirectRunner: "
+        f"as many as hold about {pipeline.RUN_MEMORY_BUDGET_BYTES / 1e9:.0f} GB (from --max_frames or "
+        "--num_frames and the models' feature sizes); on other runners all videos in one run.",
         lower_bound=1,
     )
     flags.DEFINE_bool("stats", True, "Write stats.json after the records.")
@@ -361,6 +362,10 @@ def main(argv) -> None:
     tf.io.gfile.makedirs(output_dir)
     num_shards = config.num_shards or max(1, -(-len(tasks) // 1000))
     num_shards = min(num_shards, len(tasks))
+    videos_per_run = config.videos_per_run
+    if videos_per_run is None and pipeline.runs_locally(beam_args):
+        dims = {name: extractor.embedder(name).output_dim for name in spec.names}
+        videos_per_run = pipeline.default_videos_per_run(spec, dims)
     result = pipeline.run(
         spec,
         tasks,
@@ -370,7 +375,7 @@ def main(argv) -> None:
         beam_args=beam_args,
         num_workers=config.num_workers,
         verbose=cli.verbose_requested(sys.argv),
-        videos_per_run=config.videos_per_run,
+        videos_per_run=videos_per_run,
     )
     elapsed = time.monotonic() - start
     extractor_lib.write_description(

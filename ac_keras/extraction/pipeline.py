@@ -29,8 +29,11 @@ from ac_keras.extraction import extractor as extractor_lib
 ERRORS_FILE = "errors.csv"
 # Hidden in the output directory while an extraction runs: its plan and what each run finished.
 PROGRESS_DIR = ".extract-progress"
-# Videos per run on the DirectRunner, which holds each stage's whole output in memory.
-DEFAULT_VIDEOS_PER_RUN = 128
+# What the DirectRunner may hold for one run's features by default, and how many times their float size it
+# holds (measured 5-10x, docs/benchmarks.md): `default_videos_per_run`.
+RUN_MEMORY_BUDGET_BYTES = 2 * 10**9
+_HELD_PER_FEATURE_BYTE = 10
+_MIN_VIDEOS_PER_RUN = 16
 ERRORS_HEADER = "video,path,kind,detail"
 _META = "__meta__"
 # Frames of one modality kept for fitting a --pca_dims PCA.
@@ -277,6 +280,26 @@ class Wave:
     num_shards: int
 
 
+def runs_locally(beam_args: Sequence[str]) -> bool:
+    """Whether `beam_args` leave the pipeline on the DirectRunner (no `--runner`, or the DirectRunner)."""
+    runners = [arg.split("=", 1)[-1] for arg in beam_args if arg.startswith("--runner")]
+    return not runners or runners[-1] in ("DirectRunner", "direct")
+
+
+def default_videos_per_run(spec: extractor_lib.ExtractionSpec, feature_dims: Mapping[str, int]) -> int:
+    """Videos per run on the DirectRunner: as many as keep the features it holds for one run (about ten
+    times their float size, at most `num_frames` or `max_frames` per video and modality) within
+    `RUN_MEMORY_BUDGET_BYTES`, and at least 16.
+
+    Args:
+        spec: the `ExtractionSpec`.
+        feature_dims: modality -> values per feature that the model outputs (before any PCA).
+    """
+    frames = spec.num_frames or spec.max_frames
+    per_video = frames * sum(feature_dims.values()) * 4 * _HELD_PER_FEATURE_BYTE
+    return max(_MIN_VIDEOS_PER_RUN, RUN_MEMORY_BUDGET_BYTES // max(1, per_video))
+
+
 def plan_waves(tasks: Sequence[VideoTask], *, videos_per_run: int, num_shards: int) -> list[Wave]:
     """Splits the videos into runs of at most `videos_per_run` and the shards between them.
 
@@ -314,10 +337,9 @@ def run(
 ) -> PipelineResult:
     """Runs the pipeline, in runs of at most `videos_per_run` videos, and waits for it.
 
-    The DirectRunner holds every stage's whole output in memory (measured: about 5 to 8 times the float
-    features of the videos of one run, docs/extract.md), so on it the videos are extracted in runs of
-    `DEFAULT_VIDEOS_PER_RUN` by default; a cluster runner gets them all in one run unless `videos_per_run`
-    says otherwise. Each run writes its shards under their final names
+    The DirectRunner holds every stage's whole output in memory (measured: 5 to 10 times the float features
+    of the videos of one run, docs/benchmarks.md): runs bound what it holds (`default_videos_per_run`).
+    Each run writes its shards under their final names
     (`<prefix>-SSSSS-of-NNNNN.tfrecord`, numbered across runs) and records that it is done in
     `<output_dir>/.extract-progress/`; called again with the same arguments after an interruption, the runs
     done are skipped (the first run's `--pca_dims` PCA is read back from its file). At the end the runs'
@@ -330,8 +352,8 @@ def run(
             `--runner` the DirectRunner runs in multi-process mode on `num_workers` processes.
         num_workers: DirectRunner processes. Defaults to the local CPU count.
         verbose: bool, keep Beam's INFO logging. Defaults to False.
-        videos_per_run: int, the most videos one run extracts. Defaults to `DEFAULT_VIDEOS_PER_RUN` on the
-            DirectRunner, all of them on other runners.
+        videos_per_run: int, the most videos one run extracts, or None for all in one run. Defaults to
+            None.
 
     Returns:
         A `PipelineResult`.
@@ -340,9 +362,7 @@ def run(
         FileExistsError: `output_dir` holds an unfinished extraction with other arguments.
     """
     args = _beam_options(beam_args, num_workers, verbose)
-    direct = any(arg in ("--runner=DirectRunner", "--runner=direct") for arg in args)
-    if videos_per_run is None:
-        videos_per_run = DEFAULT_VIDEOS_PER_RUN if direct else max(1, len(tasks))
+    videos_per_run = videos_per_run or max(1, len(tasks))
     waves = plan_waves(tasks, videos_per_run=videos_per_run, num_shards=num_shards)
     total_shards = waves[-1].first_shard + waves[-1].num_shards
     progress = _Progress(output_dir)

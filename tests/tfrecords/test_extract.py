@@ -406,6 +406,21 @@ def test_plan_waves_splits_videos_and_shards():
     assert single.tasks == tuple(tasks) and single.num_shards == 2  # one run: the order is kept
 
 
+def test_default_videos_per_run_follows_the_features_held():
+    from ac_keras.extraction import pipeline
+
+    spec = extractor_lib.ExtractionSpec((extractor_lib.ModalitySpec("rgb", "m.keras"),))  # max_frames 300
+    youtube8m = pipeline.default_videos_per_run(spec, {"rgb": 1024, "audio": 128})
+    # 300 frames x 1,152 floats x 4 bytes, held about 10 times: ~13.8 MB per video within the 2 GB budget.
+    assert youtube8m == 2 * 10**9 // (300 * 1152 * 4 * 10) == 144
+    assert pipeline.default_videos_per_run(spec, {"rgb": 50}) == 3333  # Flash-MNIST's 50-d features
+    few_frames = extractor_lib.ExtractionSpec(spec.modalities, num_frames=30)
+    assert pipeline.default_videos_per_run(few_frames, {"rgb": 1024, "audio": 128}) == 1446
+    assert pipeline.default_videos_per_run(spec, {"rgb": 10**7}) == 16  # never fewer
+    assert pipeline.runs_locally([]) and pipeline.runs_locally(["--runner=DirectRunner"])
+    assert not pipeline.runs_locally(["--runner=DataflowRunner", "--project=p"])
+
+
 _INTERRUPTED_EXTRACT = """
 import sys
 from ac_keras.extraction import pipeline
