@@ -13,6 +13,8 @@ from ac_keras.trainer import Trainer
 
 FEATURES = "rgb:8,audio:4:float"
 
+pytestmark = pytest.mark.slow  # trains
+
 
 def test_a_run_without_eval_data_is_used_through_its_latest_checkpoint(tmp_path):
     write_videos(tmp_path, learnable_videos(FEATURES, 64, seed=0), num_shards=1, prefix="train")
