@@ -95,10 +95,11 @@ def tiny_models(directory):
     return paths
 
 
-def run_extract(*args, check=True):
+def run_extract(*args, check=True, program=("-m", "tfrecords.extract")):
+    """Runs the command (or `program`: other arguments to the interpreter, e.g. ("-c", code)) with `args`."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(
-        [sys.executable, "-m", "tfrecords.extract", *args],
+        [sys.executable, *program, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -469,14 +470,7 @@ def test_runs_of_videos_resume_after_an_interruption_and_share_one_pca(tmp_path)
         "--videos_per_run=2",
         "--nostats",
     ]
-    first = subprocess.run(
-        [sys.executable, "-c", _INTERRUPTED_EXTRACT, *args],
-        cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    first = run_extract(*args, check=False, program=("-c", _INTERRUPTED_EXTRACT))
     assert first.returncode != 0
     progress = output / ".extract-progress"
     assert (progress / "run-00000.done.json").exists() and not (progress / "run-00001.done.json").exists()
