@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from ac_keras import schema
+from ac_keras.data.files import write_text_atomically
 from ac_keras.errors import ConfigMismatchError, DataError, MissingDataError, UsageError
 from ac_keras.model import adapt_inputs
 
@@ -46,14 +47,6 @@ EXTRA_ASSETS_DIR = "assets.extra"
 # The exported SavedModel's signature that takes dense features (ac_keras.export writes it).
 FEATURES_SIGNATURE = "predict_features"
 NUM_FRAMES_SUFFIX = "_num_frames"
-
-
-def write_text_atomically(path, text):
-    """Writes `text` to `path` through a temporary file renamed into place."""
-    temporary = f"{path}.tmp"
-    with tf.io.gfile.GFile(temporary, "w") as handle:
-        handle.write(text)
-    tf.io.gfile.rename(temporary, path, overwrite=True)
 
 
 def write_config(model_dir, config):

@@ -421,3 +421,12 @@ def file_sha256(path, chunk_size: int = 1 << 20) -> str:
         while chunk := stream.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def write_text_atomically(path, text) -> None:
+    """Writes `text` to `path` (local or `gs://`) through a temporary file renamed into place, so an
+    interrupted write never leaves a half-written file under the final name."""
+    temporary = f"{path}.tmp"
+    with tf.io.gfile.GFile(temporary, "w") as handle:
+        handle.write(text)
+    tf.io.gfile.rename(temporary, path, overwrite=True)

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ac_keras.data.files import write_text_atomically
 from ac_keras.errors import UsageError
 from ac_keras.extraction import extractor as extractor_lib
 
@@ -396,7 +397,7 @@ def run(
             logging.info("Run %d of %d: done before, skipped.", wave.index + 1, len(waves))
         for name, value in counts.items():
             totals[name] = totals.get(name, 0) + value
-        if not pcas:
+        if wave.index == 0:  # the later runs quantize with the PCA the first one fitted
             pcas = _fitted_pcas(spec)
     _merge_errors(progress, len(waves), f"{output_dir.rstrip('/')}/{ERRORS_FILE}")
     progress.remove()
@@ -455,7 +456,7 @@ def _run_wave(spec, wave, progress, prefix, total_shards, output_dir, pcas, args
         if tf.io.gfile.exists(written):
             tf.io.gfile.rename(written, final, overwrite=True)
         else:  # a runner may leave the shard of no record unwritten: an empty file holds no record
-            _write_atomically(final, "")
+            write_text_atomically(final, "")
     return {
         "videos_written": counters.get("videos_written", 0),
         "videos_failed": counters.get("videos_failed", 0),
@@ -465,15 +466,6 @@ def _run_wave(spec, wave, progress, prefix, total_shards, output_dir, pcas, args
 
 def _shard_path(output_dir, prefix, index, num_shards) -> str:
     return f"{output_dir.rstrip('/')}/{prefix}-{index:05d}-of-{num_shards:05d}.tfrecord"
-
-
-def _write_atomically(path, text) -> None:
-    import tensorflow as tf
-
-    temporary = f"{path}.tmp"
-    with tf.io.gfile.GFile(temporary, "w") as handle:
-        handle.write(text)
-    tf.io.gfile.rename(temporary, path, overwrite=True)
 
 
 def _fitted_pcas(spec) -> dict:
@@ -498,7 +490,7 @@ def _merge_errors(progress, num_waves, path) -> None:
             with tf.io.gfile.GFile(wave_errors) as handle:
                 lines = handle.read().splitlines()
             rows += [line for line in lines[1:] if line]
-    _write_atomically(path, "\n".join([ERRORS_HEADER, *rows]) + "\n")
+    write_text_atomically(path, "\n".join([ERRORS_HEADER, *rows]) + "\n")
 
 
 class _Progress:
@@ -525,7 +517,7 @@ class _Progress:
                 )
             return
         tf.io.gfile.makedirs(self.root)
-        _write_atomically(path, json.dumps(plan))
+        write_text_atomically(path, json.dumps(plan))
 
     def wave_dir(self, index: int) -> str:
         return f"{self.root}/run-{index:05d}"
@@ -541,7 +533,7 @@ class _Progress:
             return json.loads(handle.read())
 
     def mark_done(self, index: int, counts: dict) -> None:
-        _write_atomically(f"{self.root}/run-{index:05d}.done.json", json.dumps(counts))
+        write_text_atomically(f"{self.root}/run-{index:05d}.done.json", json.dumps(counts))
 
     def remove(self) -> None:
         import tensorflow as tf
