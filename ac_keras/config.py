@@ -11,6 +11,7 @@ Enumerations are defined once, at the lowest layer that needs them, and imported
 
 import dataclasses
 import json
+import os
 import re
 
 from ac_keras import schema
@@ -134,7 +135,8 @@ class RuntimeConfig:
 
     Attributes:
         model_dir: directory of checkpoints, TensorBoard logs and the best model.
-        export_dir: SavedModel base directory; versions go to `<export_dir>/<n>/`.
+        export_dir: SavedModel base directory; versions go to `<export_dir>/<n>/`. None: `<model_dir>/export`
+            (`export_base`), so a run's exports follow its model_dir.
         export: export a SavedModel at the end of training.
         strategy: "auto", "default", "mirrored" or "multi_worker".
         devices: devices of the mirrored strategy; () = all local GPUs, else the CPU.
@@ -156,6 +158,13 @@ class RuntimeConfig:
     keep_checkpoints: int = 5
     top_k: int = 20
     data_service: str | None = None
+
+    @property
+    def export_base(self):
+        """Where SavedModel versions go: `export_dir`, else `<model_dir>/export`; None without either."""
+        if self.export_dir:
+            return self.export_dir
+        return os.path.join(self.model_dir, "export") if self.model_dir else None
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "runtime": RuntimeConfig}

@@ -277,7 +277,8 @@ def first_records(file_pattern, count=2):
 
 
 def main(argv):
-    """`python -m ac_keras.export --flagfile=F --model_dir=D --export_dir=E`: exports the best model of D.
+    """`python -m ac_keras.export --flagfile=F --model_dir=D [--export_dir=E]`: exports the best model of D
+    as a new version under E (default D/export).
 
     A run without --eval_data keeps no best model: its latest checkpoint is exported.
     """
@@ -288,14 +289,14 @@ def main(argv):
 
     config = cli.config_from_argv(argv, need_train_data=False)
     runtime = config.runtime
-    if not runtime.model_dir or not runtime.export_dir:
-        raise app.UsageError("--model_dir and --export_dir: both are required.")
+    if not runtime.model_dir:
+        raise app.UsageError("--model_dir is required: the run whose model to export.")
     model = artifacts.load_trained_model(runtime.model_dir)
     warmup = first_records(config.data.eval_data or config.data.train_data)
     path = export_saved_model(
         model,
         Task(config),
-        runtime.export_dir,
+        runtime.export_base,
         warmup_examples=warmup,
         with_extractor=ac_flags.FLAGS.with_extractor,
     )

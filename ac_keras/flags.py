@@ -105,8 +105,12 @@ flags.DEFINE_bool(
 flags.DEFINE_bool("fused_shift", True, "Run the shifting operation as one XLA kernel in training.")
 # Runtime.
 flags.DEFINE_string("model_dir", None, "Directory of checkpoints, TensorBoard logs and the best model.")
-flags.DEFINE_string("export_dir", None, "SavedModel base directory; versions go to <export_dir>/<n>/.")
-flags.DEFINE_bool("export", True, "Export a SavedModel at the end of training (needs --export_dir).")
+flags.DEFINE_string(
+    "export_dir",
+    None,
+    "SavedModel base directory; versions go to <export_dir>/<n>/. Default: <model_dir>/export.",
+)
+flags.DEFINE_bool("export", True, "Export a SavedModel at the end of training (to --export_dir).")
 flags.DEFINE_enum("strategy", "auto", STRATEGIES, "Distribution strategy; auto = mirrored if >1 GPU.")
 flags.DEFINE_list("devices", [], "Devices for --strategy=mirrored (default: all local GPUs, else CPU).")
 flags.DEFINE_enum("mixed_precision", "none", PRECISIONS, "Keras mixed-precision policy.")

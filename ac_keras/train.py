@@ -103,7 +103,8 @@ def _stale_frame_cnn_version(flash_mnist_dir, train_data, directory):
 
 
 def run(config):
-    """Trains `config`, then exports the best (or final) model when `--export_dir` is set."""
+    """Trains `config`, then exports the best (or final) model under `--export_dir` (default
+    `<model_dir>/export`) unless `--noexport`."""
     task = Task(config)
     trainer = Trainer(task)
     results = trainer.train()
@@ -111,11 +112,11 @@ def run(config):
         summary = ", ".join(f"{name} {value:.4f}" for name, value in sorted(results.items()))
         print(f"Final evaluation: {summary}", flush=True)
     runtime = config.runtime
-    if runtime.export and runtime.export_dir and trainer.is_chief:
+    if runtime.export and trainer.is_chief:
         path = export_saved_model(
             trainer.best_or_final_model(),
             task,
-            runtime.export_dir,
+            runtime.export_base,
             warmup_examples=first_records(config.data.eval_data or config.data.train_data),
         )
         print(f"Exported SavedModel to {path}", flush=True)

@@ -103,6 +103,16 @@ def test_missing_train_data_is_reported():
         ac_flags.config_from_flags(_parse("--num_classes=4"))
 
 
+def test_export_base_follows_model_dir_unless_export_dir_is_given():
+    runtime = ac_config.RuntimeConfig(model_dir="runs/variant")
+    assert runtime.export_base == "runs/variant/export"
+    assert dataclasses.replace(runtime, export_dir="serving/models").export_base == "serving/models"
+    assert ac_config.RuntimeConfig().export_base is None
+    # The shipped flagfiles leave it to model_dir: overriding --model_dir moves the export with it.
+    for flagfile in (ROOT / "configs").glob("*.flags"):
+        assert "--export_dir" not in flagfile.read_text(), flagfile.name
+
+
 def test_config_is_frozen():
     config = ac_flags.config_from_flags(_parse("--train_data=t*", "--num_classes=4"))
     with pytest.raises(dataclasses.FrozenInstanceError):

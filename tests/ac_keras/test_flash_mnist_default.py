@@ -19,6 +19,12 @@ EPOCHS = 8
 LEARNING_RATE = 0.01
 
 
+def _default_exports():
+    """The versions under the export directory of the flagfile's default run (runs/flash_mnist), if any."""
+    directory = ROOT / "runs" / "flash_mnist" / "export"
+    return sorted(path.name for path in directory.iterdir()) if directory.is_dir() else []
+
+
 def test_flash_mnist_flagfile_generates_trains_exports_and_visualizes(tmp_path):
     data_dir = tmp_path / "flash"
     run_dir = tmp_path / "run"
@@ -29,8 +35,8 @@ def test_flash_mnist_flagfile_generates_trains_exports_and_visualizes(tmp_path):
         f"--eval_data={data_dir}/test-*.tfrecord",
         f"--stats={data_dir}/stats.json",
         f"--model_dir={run_dir}",
-        f"--export_dir={run_dir / 'export'}",
     ]
+    default_exports_before = _default_exports()
     train = subprocess.run(
         [
             sys.executable,
@@ -55,7 +61,9 @@ def test_flash_mnist_flagfile_generates_trains_exports_and_visualizes(tmp_path):
     assert "Final evaluation:" in train.stdout
     info = json.loads((data_dir / "flash_mnist.json").read_text())
     assert info["num_train_videos"] == info["num_test_videos"] == 1024
+    # No --export_dir: the export follows --model_dir, nothing lands in the default run's export directory.
     assert (run_dir / "export" / "1" / "saved_model.pb").exists()
+    assert _default_exports() == default_exports_before
     best = json.loads((run_dir / "best" / "metrics.json").read_text())
     # Something was learned: chance is 1/1024 (one video of each class in the test set, single label), so a
     # guessing model gets about 1 of the 1,024 test videos right; at least 8 right is 8x chance (the chance of

@@ -145,6 +145,12 @@ def test_train_evaluate_predict_export_serve(data_dir, tmp_path):
     )
     assert refused.returncode != 0 and "--overwrite" in refused.stderr
 
+    # `ac_keras.export` of the finished run without --export_dir: a new version under <model_dir>/export.
+    flags_without_export_dir = [flag for flag in _cli_flags(config) if not flag.startswith("--export_dir=")]
+    output = _run("ac_keras.export", *flags_without_export_dir)
+    assert f"Exported SavedModel to {tmp_path / 'model' / 'export' / '1'}" in output
+    assert (tmp_path / "model" / "export" / "1" / "saved_model.pb").exists()
+
     # Serve the export in a fresh process that never imports ac_keras, through the TF2 and TF1 loaders.
     records = first_records(config.data.eval_data, 7)
     records_file = tmp_path / "requests.tfrecord"
