@@ -8,6 +8,9 @@
     <model_dir>/best/model.keras     the best model by the evaluation metric
     <model_dir>/best/metrics.json    its metrics, epoch and step
     <model_dir>/train/, eval/        TensorBoard logs
+    <model_dir>/export.json          the export `ac_keras.train` made last: its path, the step and the
+                                     settings it was made at (a rerun of a finished run does not export the
+                                     same model again)
 
 Every file is written to a temporary name and renamed into place, so an interrupted run never leaves a
 half-written one. `load_predictor` gives evaluation and prediction one function from features to
@@ -47,12 +50,40 @@ EXTRA_ASSETS_DIR = "assets.extra"
 # The exported SavedModel's signature that takes dense features (ac_keras.export writes it).
 FEATURES_SIGNATURE = "predict_features"
 NUM_FRAMES_SUFFIX = "_num_frames"
+EXPORT_RECORD_FILE = "export.json"
 
 
 def write_config(model_dir, config):
     """Writes `config.json` into `model_dir` (created if needed)."""
     tf.io.gfile.makedirs(model_dir)
     write_text_atomically(os.path.join(model_dir, CONFIG_FILE), config.to_json())
+
+
+def export_record(config, step, export_base):
+    """What an export of a run depends on: the step its model was trained to, where it goes, every setting."""
+    return {"step": int(step), "export_dir": export_base, "config": json.loads(config.to_json())}
+
+
+def previous_export(model_dir, record):
+    """The path of the version `ac_keras.train` exported from `model_dir` for the same `export_record`, if
+    that version is still there; else None."""
+    path = os.path.join(model_dir, EXPORT_RECORD_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as handle:
+        try:
+            saved = json.loads(handle.read())
+        except json.JSONDecodeError:
+            return None
+    exported = saved.pop("path", None) if isinstance(saved, dict) else None
+    if saved != record or not exported or not tf.io.gfile.exists(exported):
+        return None
+    return exported
+
+
+def write_export_record(model_dir, record, path):
+    """Writes `export.json`: `record` (see `export_record`) and the exported version's `path`."""
+    write_text_atomically(os.path.join(model_dir, EXPORT_RECORD_FILE), json.dumps({**record, "path": path}))
 
 
 def extraction_description_path(file_pattern):

@@ -104,7 +104,8 @@ def _stale_frame_cnn_version(flash_mnist_dir, train_data, directory):
 
 def run(config):
     """Trains `config`, then exports the best (or final) model under `--export_dir` (default
-    `<model_dir>/export`) unless `--noexport`."""
+    `<model_dir>/export`) unless `--noexport` or when the same model was exported with the same settings
+    before (a finished run run again)."""
     task = Task(config)
     trainer = Trainer(task)
     results = trainer.train()
@@ -113,12 +114,22 @@ def run(config):
         print(f"Final evaluation: {summary}", flush=True)
     runtime = config.runtime
     if runtime.export and trainer.is_chief:
+        record = artifacts.export_record(config, trainer.step.numpy(), runtime.export_base)
+        previous = artifacts.previous_export(runtime.model_dir, record)
+        if previous:
+            print(
+                f"Nothing trained since the export {previous}: not exported again "
+                "(python -m ac_keras.export writes another version).",
+                flush=True,
+            )
+            return results
         path = export_saved_model(
             trainer.best_or_final_model(),
             task,
             runtime.export_base,
             warmup_examples=first_records(config.data.eval_data or config.data.train_data),
         )
+        artifacts.write_export_record(runtime.model_dir, record, path)
         print(f"Exported SavedModel to {path}", flush=True)
     return results
 

@@ -219,10 +219,17 @@ class Trainer:
         )
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
-            self._say(
-                f"Resumed from {latest} at step {int(self.step.numpy())} "
-                f"(epoch {int(self.epoch.numpy()) + 1}, step {int(self.step_in_epoch.numpy())} of it)."
-            )
+            epochs = self.config.training.epochs
+            if int(self.epoch.numpy()) >= epochs:
+                self._say(
+                    f"Restored {latest} at step {int(self.step.numpy())}: the run has finished its {epochs} "
+                    "epoch(s), nothing to train (a larger --epochs trains on)."
+                )
+            else:
+                self._say(
+                    f"Resumed from {latest} at step {int(self.step.numpy())} "
+                    f"(epoch {int(self.epoch.numpy()) + 1}, step {int(self.step_in_epoch.numpy())} of it)."
+                )
         return latest
 
     def save_checkpoint(self):

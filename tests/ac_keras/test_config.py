@@ -8,6 +8,7 @@ import sys
 import pytest
 from absl import flags
 
+from ac_keras import artifacts
 from ac_keras import config as ac_config
 from ac_keras import flags as ac_flags
 
@@ -111,6 +112,28 @@ def test_export_base_follows_model_dir_unless_export_dir_is_given():
     # The shipped flagfiles leave it to model_dir: overriding --model_dir moves the export with it.
     for flagfile in (ROOT / "configs").glob("*.flags"):
         assert "--export_dir" not in flagfile.read_text(), flagfile.name
+
+
+def test_a_finished_run_run_again_is_not_exported_twice(tmp_path):
+    config = ac_flags.config_from_flags(
+        _parse(f"--flagfile={ROOT / 'configs/youtube8m.flags'}", "--train_data=t*", f"--model_dir={tmp_path}")
+    )
+    model_dir, export_base = str(tmp_path), config.runtime.export_base
+    record = artifacts.export_record(config, 320, export_base)
+    assert artifacts.previous_export(model_dir, record) is None  # nothing exported yet
+    version = tmp_path / "export" / "1"
+    version.mkdir(parents=True)
+    artifacts.write_export_record(model_dir, record, str(version))
+    assert artifacts.previous_export(model_dir, record) == str(version)
+    # Trained further, other settings, another export directory, or the version removed: export again.
+    assert artifacts.previous_export(model_dir, artifacts.export_record(config, 321, export_base)) is None
+    other = artifacts.export_record(config.replace(top_k=5), 320, export_base)
+    assert artifacts.previous_export(model_dir, other) is None
+    assert artifacts.previous_export(model_dir, artifacts.export_record(config, 320, "elsewhere")) is None
+    version.rmdir()
+    assert artifacts.previous_export(model_dir, record) is None
+    (tmp_path / artifacts.EXPORT_RECORD_FILE).write_text("{half-written")
+    assert artifacts.previous_export(model_dir, record) is None
 
 
 def test_config_is_frozen():

@@ -77,7 +77,8 @@ def test_flash_mnist_flagfile_generates_trains_exports_and_visualizes(tmp_path):
     saved_config = ac_config.flat_config_dict(json.loads((run_dir / "config.json").read_text()))
     assert saved_config["center_features"] is False
 
-    # A second run finds the data and does not regenerate it; a dataset from before stats.json gets one.
+    # A second run finds the data and does not regenerate it; a dataset from before stats.json gets one. The
+    # run has finished: nothing is trained, and the same model is not exported again.
     (data_dir / "stats.json").unlink()
     again = subprocess.run(
         [
@@ -88,7 +89,6 @@ def test_flash_mnist_flagfile_generates_trains_exports_and_visualizes(tmp_path):
             f"--epochs={EPOCHS}",
             f"--learning_rate={LEARNING_RATE}",
             "--cluster_sizes=frames:8",
-            "--noexport",
         ],
         capture_output=True,
         text=True,
@@ -98,6 +98,9 @@ def test_flash_mnist_flagfile_generates_trains_exports_and_visualizes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "generating Flash-MNIST" not in again.stdout
     assert "Writing the training statistics" in again.stdout
+    assert f"the run has finished its {EPOCHS} epoch(s), nothing to train" in again.stdout
+    assert f"Nothing trained since the export {run_dir / 'export' / '1'}: not exported again" in again.stdout
+    assert sorted(path.name for path in (run_dir / "export").iterdir()) == ["1"]
     rewritten = json.loads((data_dir / "stats.json").read_text())
     assert rewritten["data"] == f"{data_dir}/train-*.tfrecord"
     assert {**rewritten, "data": None} == {**stats, "data": None}
