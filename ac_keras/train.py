@@ -38,9 +38,17 @@ def maybe_generate_flash_mnist(config, flag_values=ac_flags.FLAGS):
     directory = flag_values.flash_mnist_dir.rstrip("/") + "/"
     regenerate = False
     if tf.io.gfile.glob(data.train_data):
+        if not _lies_in(data.train_data, directory):
+            print(
+                f"--train_data {data.train_data!r} lies outside --flash_mnist_dir {directory!r}: training on "
+                "those files as they are, nothing is generated (to generate into --flash_mnist_dir, pass "
+                "--train_data, --eval_data and --stats under it too).",
+                flush=True,
+            )
+            return
         old_version = _stale_frame_cnn_version(flag_values.flash_mnist_dir, data.train_data, directory)
         if old_version is None:
-            if data.stats and not tf.io.gfile.exists(data.stats) and data.stats.startswith(directory):
+            if data.stats and not tf.io.gfile.exists(data.stats) and _lies_in(data.stats, directory):
                 print(f"Writing the training statistics {data.stats} (--stats) of the existing Flash-MNIST.")
                 flash_mnist.write_training_stats(data.train_data, data.stats)
             return
@@ -52,7 +60,7 @@ def maybe_generate_flash_mnist(config, flag_values=ac_flags.FLAGS):
             flush=True,
         )
         regenerate = True
-    elif not data.train_data.startswith(directory):
+    elif not _lies_in(data.train_data, directory):
         raise app.UsageError(
             f"--train_data {data.train_data!r} must lie in --flash_mnist_dir {directory!r} to be generated."
         )
@@ -85,6 +93,14 @@ def maybe_generate_flash_mnist(config, flag_values=ac_flags.FLAGS):
         )
 
 
+def _lies_in(path, directory):
+    """Whether `path` (a file or glob) lies under `directory`; local paths compare absolute ("./data" and
+    "data" are one directory), URLs as written."""
+    if "://" not in path and "://" not in directory:
+        path, directory = os.path.abspath(path), os.path.abspath(directory)
+    return path.startswith(directory.rstrip("/") + "/")
+
+
 def _stale_frame_cnn_version(flash_mnist_dir, train_data, directory):
     """Returns the older frame CNN version of a generated dataset, or None when it is current or not ours.
 
@@ -94,7 +110,7 @@ def _stale_frame_cnn_version(flash_mnist_dir, train_data, directory):
     from ac_keras.datasets import flash_mnist
 
     metadata_path = os.path.join(flash_mnist_dir, flash_mnist.METADATA_FILE)
-    if not train_data.startswith(directory) or not tf.io.gfile.exists(metadata_path):
+    if not _lies_in(train_data, directory) or not tf.io.gfile.exists(metadata_path):
         return None
     with tf.io.gfile.GFile(metadata_path) as stream:
         metadata = json.load(stream)

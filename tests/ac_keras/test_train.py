@@ -90,6 +90,23 @@ def test_a_current_or_foreign_dataset_is_left_alone(tmp_path, monkeypatch):
     assert (foreign / "train-00000-of-00001.tfrecord").read_bytes() == b"someone's records"
 
 
+def test_train_data_outside_flash_mnist_dir_is_used_as_it_is_and_said(tmp_path, monkeypatch, capsys):
+    # --flash_mnist_dir moved on the command line while the flagfile's --train_data still finds the old data.
+    monkeypatch.setattr(fm, "generate_dataset", _no_generation)
+    existing = tmp_path / "data" / "flash_mnist"
+    _old_dataset(existing, {"dataset": "flash_mnist", "frame_cnn_version": fm.FRAME_CNN_VERSION})
+    config, flag_values = _settings(existing, tmp_path / "run")
+    flag_values.flash_mnist_dir = str(tmp_path / "elsewhere")
+    train.maybe_generate_flash_mnist(config, flag_values)
+    said = capsys.readouterr().out
+    assert f"--train_data '{existing}/train-*.tfrecord' lies outside --flash_mnist_dir" in said
+    assert "nothing is generated" in said
+    assert not (tmp_path / "elsewhere").exists()
+    flag_values.flash_mnist_dir = f"{existing}/../flash_mnist/"  # the same directory, written differently
+    train.maybe_generate_flash_mnist(config, flag_values)
+    assert "lies outside" not in capsys.readouterr().out
+
+
 def test_a_run_on_the_old_features_is_not_resumed(tmp_path, monkeypatch):
     data_dir = tmp_path / "flash_mnist"
     _old_dataset(data_dir, {"dataset": "flash_mnist", "frame_cnn_version": 1})
