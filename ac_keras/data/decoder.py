@@ -66,11 +66,7 @@ def decode_batch(serialized, features, *, record_type: str = "auto", record_name
     if record_type not in RECORD_TYPES:
         raise ValueError(f"record_type must be one of {RECORD_TYPES}, got {record_type!r}.")
     serialized = tf.convert_to_tensor(serialized, dtype=tf.string)
-    context_features = {
-        schema.ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-        schema.LEGACY_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-        schema.LABELS_KEY: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64),
-    }
+    context_features = _context_features()
     video_level_features = {
         spec.video_level_key: tf.io.RaggedFeature(tf.float32, row_splits_dtype=tf.int64) for spec in specs
     }
@@ -101,13 +97,35 @@ def decode_batch(serialized, features, *, record_type: str = "auto", record_name
         )
         for spec in specs
     }
-    ids = context[schema.ID_KEY]
     return DecodedBatch(
-        video_ids=tf.where(tf.strings.length(ids) > 0, ids, context[schema.LEGACY_ID_KEY]),
+        video_ids=_video_ids(context),
         label_ids=context[schema.LABELS_KEY],
         modalities=modalities,
         record_names=record_names,
     )
+
+
+def decode_context(serialized, *, record_names=None) -> tuple[tf.Tensor, tf.RaggedTensor]:
+    """`(video_ids, label_ids)` of a batch of records, as `decode_batch` returns them; their frames are not
+    parsed (the parse skips the feature lists)."""
+    context, _, _ = tf.io.parse_sequence_example(
+        serialized, context_features=_context_features(), example_names=record_names
+    )
+    return _video_ids(context), context[schema.LABELS_KEY]
+
+
+def _context_features():
+    return {
+        schema.ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        schema.LEGACY_ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        schema.LABELS_KEY: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int64),
+    }
+
+
+def _video_ids(context):
+    """The context `id`, else `video_id` (2017 YouTube-8M records)."""
+    ids = context[schema.ID_KEY]
+    return tf.where(tf.strings.length(ids) > 0, ids, context[schema.LEGACY_ID_KEY])
 
 
 def _video_level_where_needed(serialized, specs, sequences, video_level_features, record_names):

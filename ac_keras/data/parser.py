@@ -2,7 +2,10 @@
 
 Per batch, per modality: validate the frames, select frames (random in training, equal intervals in
 evaluation), decode and dequantize only the selected frames, merge video-level records, and fill missing
-modalities; then validate and encode the labels. Everything runs on whole batches with vectorized ops and
+modalities; then validate and encode the labels. When frames are selected (`num_frames`) and every modality
+is quantized, a batch whose records are all in the layout protobuf serializers write is read by `locator`
+instead of being parsed: only the selected frames are copied out of the records, the same frames for the same
+seed; any other batch is parsed. Everything runs on whole batches with vectorized ops and
 works eagerly, inside `Dataset.map` and inside a `tf.function` / SavedModel signature: no `py_function`,
 no Python work per record.
 
@@ -10,6 +13,7 @@ Errors in the data raise `tf.errors.InvalidArgumentError` whose message names th
 dim, what was found and the video id (plus the record's file and index when the pipeline knows them).
 """
 
+import functools
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -17,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from ac_keras import schema
-from ac_keras.data import decoder
+from ac_keras.data import decoder, locator
 
 NONFINITE_MODES = ("error", "flag")
 # Offending values / ids listed in an error message.
@@ -133,10 +137,91 @@ def parse_batch(
     """
     specs = schema.to_feature_specs(features)
     _validate_options(specs, num_frames, num_classes, label_mode, missing_fill, nonfinite)
+    if record_type not in decoder.RECORD_TYPES:
+        raise ValueError(f"record_type must be one of {decoder.RECORD_TYPES}, got {record_type!r}.")
+    serialized = tf.convert_to_tensor(serialized, dtype=tf.string)
+    seed = _as_stateless_seed(seed) if training else None
+    seeds = [
+        None if seed is None else tf.random.experimental.stateless_fold_in(seed, index)
+        for index in range(len(specs))
+    ]
+    options = dict(specs=specs, training=training, num_frames=num_frames, seeds=seeds, dequantize=dequantize)
+    parse = functools.partial(
+        _parsed_selection,
+        serialized,
+        record_type=record_type,
+        record_names=record_names,
+        nonfinite=nonfinite,
+        **options,
+    )
+    if _locatable(specs, num_frames, record_type):
+        # Frames cut straight out of the records when the whole batch is in the usual layout; any other
+        # batch is parsed (and its bad data named by the parse's checks).
+        located = locator.locate(serialized, specs)
+        selection = tf.cond(
+            located.ok,
+            lambda: _located_selection(
+                serialized, located, record_names=record_names, video_level=record_type == "auto", **options
+            ),
+            parse,
+        )
+    else:
+        selection = parse()
+    video_ids, label_ids, frames_by_name, video_levels, nonfinite_records = selection
+    batch_size = tf.shape(video_ids, out_type=tf.int64)[0]
+    describe = _RecordDescriber(video_ids, record_names)
+
+    checks = []
+    if num_classes is not None:
+        checks += _label_checks(label_ids, num_classes, label_mode, describe)
+    checked = _assert_all(checks)
+
+    # Encoding depends on the checks, so a bad label raises our message, not scatter_nd's.
+    with tf.control_dependencies(checked):
+        extras_by_name = {}
+        for spec in specs:
+            fill = None
+            if fill_missing:
+                fill = missing_fill.get(spec.name) if missing_fill is not None else None
+                fill = _fill_vector(spec, fill)
+            extras_by_name[spec.name] = _single_vector_sets(
+                spec,
+                frames_by_name.get(spec.name),
+                video_levels.get(spec.name),
+                fill,
+                batch_size,
+                as_uint8=spec.quantized and not dequantize,
+            )
+        outputs = _add_single_vector_sets(
+            {spec.name: frames_by_name.get(spec.name) for spec in specs}, extras_by_name
+        )
+        outputs[schema.VIDEO_ID_KEY] = tf.identity(video_ids)
+        labels = None
+        if num_classes is not None:
+            labels = encode_labels(label_ids, num_classes)
+        nonfinite_records = tf.identity(nonfinite_records)
+    return ParsedBatch(outputs, labels, label_ids, nonfinite_records)
+
+
+def _locatable(specs, num_frames, record_type) -> bool:
+    """Whether a batch may be read by `locator`: frame-level records whose modalities are all quantized, and
+    a selection of frames (cutting every frame out of the records gains nothing over parsing them)."""
+    return record_type != "video" and num_frames is not None and all(spec.quantized for spec in specs)
+
+
+def _parsed_selection(
+    serialized, *, specs, training, num_frames, seeds, dequantize, record_type, record_names, nonfinite
+):
+    """Parses the records (`decoder`), checks their frames and selects them.
+
+    Returns:
+        `(video_ids, label_ids, frames_by_name, video_levels, nonfinite_records)`: frames_by_name maps the
+        modalities with frame-level data to their selected frames, video_levels those with video-level data
+        to their `mean_<name>` vectors (ragged, empty rows where absent).
+    """
     decoded = decoder.decode_batch(serialized, specs, record_type=record_type, record_names=record_names)
     batch_size = tf.shape(decoded.video_ids, out_type=tf.int64)[0]
     describe = _RecordDescriber(decoded.video_ids, decoded.record_names)
-    seed = _as_stateless_seed(seed) if training else None
 
     # Validation first: cheap vectorized predicates, one assertion each.
     checks = []
@@ -150,42 +235,56 @@ def parse_batch(
                 checks.append(_nonfinite_check(spec, flags, describe))
             else:
                 nonfinite_records |= flags
-    if num_classes is not None:
-        checks += _label_checks(decoded.label_ids, num_classes, label_mode, describe)
     checked = _assert_all(checks)
 
     # Decoding depends on the checks, so a bad frame raises our message, not decode_raw's.
     with tf.control_dependencies(checked):
         frames_by_name = {}
-        extras_by_name = {}
-        for index, spec in enumerate(specs):
-            modality_seed = None
-            if seed is not None:
-                modality_seed = tf.random.experimental.stateless_fold_in(seed, index)
+        video_levels = {}
+        for spec, seed in zip(specs, seeds, strict=True):
             modality = decoded.modalities[spec.name]
-            as_uint8 = spec.quantized and not dequantize
-            frames_by_name[spec.name] = _frame_level(
-                spec,
-                modality.frames,
-                training=training,
-                num_frames=num_frames,
-                seed=modality_seed,
-                as_uint8=as_uint8,
+            if modality.frames is not None:
+                frames_by_name[spec.name] = _frame_level(
+                    spec,
+                    modality.frames,
+                    training=training,
+                    num_frames=num_frames,
+                    seed=seed,
+                    as_uint8=spec.quantized and not dequantize,
+                )
+            if modality.video_level is not None:
+                video_levels[spec.name] = modality.video_level
+        video_ids = tf.identity(decoded.video_ids)
+    return video_ids, decoded.label_ids, frames_by_name, video_levels, nonfinite_records
+
+
+def _located_selection(
+    serialized, located, *, specs, training, num_frames, seeds, dequantize, record_names, video_level
+):
+    """`_parsed_selection` for a located batch: the context parsed, the selected frames cut out of the
+    records (`locator.selected_frames`); the same frames for the same seed. `video_level`: also return
+    (empty) video-level vectors, as a parse of record_type "auto" does."""
+    video_ids, label_ids = decoder.decode_context(serialized, record_names=record_names)
+    batch_size = tf.shape(video_ids, out_type=tf.int64)[0]
+    frames_by_name = {}
+    video_levels = {}
+    for spec, seed in zip(specs, seeds, strict=True):
+        counts = located.counts[spec.name]
+        row_splits = tf.concat([tf.zeros([1], tf.int64), tf.cumsum(counts)], axis=0)
+        indices, new_row_splits = select_frame_indices(
+            row_splits, training=training, num_frames=num_frames, seed=seed
+        )
+        values = locator.selected_frames(
+            serialized, located.starts[spec.name], counts, spec.dim, indices, new_row_splits, num_frames
+        )
+        if dequantize:
+            values = schema.dequantize(values)
+        frames_by_name[spec.name] = tf.RaggedTensor.from_row_splits(values, new_row_splits, validate=False)
+        if video_level:
+            video_levels[spec.name] = tf.RaggedTensor.from_row_splits(
+                tf.zeros([0], tf.float32), tf.zeros([batch_size + 1], tf.int64), validate=False
             )
-            fill = None
-            if fill_missing:
-                fill = missing_fill.get(spec.name) if missing_fill is not None else None
-                fill = _fill_vector(spec, fill)
-            extras_by_name[spec.name] = _single_vector_sets(
-                spec, frames_by_name[spec.name], modality.video_level, fill, batch_size, as_uint8=as_uint8
-            )
-        outputs = _add_single_vector_sets(frames_by_name, extras_by_name)
-        outputs[schema.VIDEO_ID_KEY] = tf.identity(decoded.video_ids)
-        labels = None
-        if num_classes is not None:
-            labels = encode_labels(decoded.label_ids, num_classes)
-        nonfinite_records = tf.identity(nonfinite_records)
-    return ParsedBatch(outputs, labels, decoded.label_ids, nonfinite_records)
+    return video_ids, label_ids, frames_by_name, video_levels, tf.zeros([batch_size], tf.bool)
 
 
 def select_and_fill(
