@@ -129,18 +129,11 @@ def locate(serialized, features: Sequence[schema.FeatureSpec]) -> Located:
         ok &= found[spec.name] & (count > 0) & tf.equal(count * stride, lengths[spec.name])
         counts[spec.name] = tf.where(ok, count, zeros)
     all_ok = tf.reduce_all(ok)
-    # Every frame's header, once the layout holds (count 0 elsewhere: nothing read).
     for spec in features:
-        header, stride = frame_layout(spec.dim)
-        count = tf.where(ok, counts[spec.name], zeros)
-        frame = tf.range(tf.reduce_max(tf.concat([count, zeros[:1]], axis=0)))[tf.newaxis, :]
-        is_frame = frame < count[:, tf.newaxis]
-        headers = tf.strings.substr(
-            serialized[:, tf.newaxis],
-            tf.where(is_frame, starts[spec.name][:, tf.newaxis] + frame * stride, 0),
-            tf.where(is_frame, tf.constant(len(header), tf.int64), 0),
+        # Once the layout holds (count 0 elsewhere: nothing read).
+        all_ok &= _frame_headers_ok(
+            serialized, starts[spec.name], tf.where(ok, counts[spec.name], zeros), spec.dim
         )
-        all_ok &= tf.reduce_all(tf.equal(headers, header) | tf.logical_not(is_frame))
     return Located(ok=all_ok, starts=starts, counts=counts)
 
 
@@ -176,6 +169,20 @@ def selected_frames(serialized, start, counts, dim: int, indices, new_row_splits
     )
     dense = tf.reshape(tf.io.decode_raw(frame_bytes, tf.uint8, fixed_length=dim), [-1, dim])
     return tf.gather(dense, rows * num_frames + slots)
+
+
+def _frame_headers_ok(serialized, start, count, dim: int):
+    """Scalar bool: the header of every frame is the header of a frame of `dim` bytes (one substr of a
+    (batch, most frames) matrix of header-sized pieces, compared as strings)."""
+    header, stride = frame_layout(dim)
+    frame = tf.range(tf.reduce_max(tf.concat([count, tf.zeros([1], tf.int64)], axis=0)))[tf.newaxis, :]
+    is_frame = frame < count[:, tf.newaxis]
+    headers = tf.strings.substr(
+        serialized[:, tf.newaxis],
+        tf.where(is_frame, start[:, tf.newaxis] + frame * stride, 0),
+        tf.where(is_frame, tf.constant(len(header), tf.int64), 0),
+    )
+    return tf.reduce_all(tf.equal(headers, header) | tf.logical_not(is_frame))
 
 
 def _varint(value: int) -> bytes:
