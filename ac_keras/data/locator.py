@@ -124,7 +124,7 @@ def locate(serialized, features: Sequence[schema.FeatureSpec]) -> Located:
 
     counts = {}
     for spec in features:
-        header, stride = frame_layout(spec.dim)
+        _, stride = frame_layout(spec.dim)
         count = lengths[spec.name] // stride
         ok &= found[spec.name] & (count > 0) & tf.equal(count * stride, lengths[spec.name])
         counts[spec.name] = tf.where(ok, count, zeros)
