@@ -67,9 +67,7 @@ def decode_batch(serialized, features, *, record_type: str = "auto", record_name
         raise ValueError(f"record_type must be one of {RECORD_TYPES}, got {record_type!r}.")
     serialized = tf.convert_to_tensor(serialized, dtype=tf.string)
     context_features = _context_features()
-    video_level_features = {
-        spec.video_level_key: tf.io.RaggedFeature(tf.float32, row_splits_dtype=tf.int64) for spec in specs
-    }
+    video_level_features = _video_level_features(specs)
     sequence_features = {}
     if record_type in ("auto", "frame"):
         sequence_features = {
@@ -88,9 +86,11 @@ def decode_batch(serialized, features, *, record_type: str = "auto", record_name
     )
     video_level = {spec.video_level_key: context.get(spec.video_level_key) for spec in specs}
     if record_type == "auto":
-        video_level = _video_level_where_needed(
-            serialized, specs, sequences, video_level_features, record_names
-        )
+        lacking = tf.zeros(tf.shape(serialized, out_type=tf.int64), tf.bool)
+        for spec in specs:
+            splits = sequences[spec.name].row_splits
+            lacking |= tf.equal(splits[1:] - splits[:-1], 0)
+        video_level = video_level_where_needed(serialized, specs, lacking, record_names=record_names)
     modalities = {
         spec.name: ModalityFrames(
             frames=sequences.get(spec.name), video_level=video_level[spec.video_level_key]
@@ -114,6 +114,12 @@ def decode_context(serialized, *, record_names=None) -> tuple[tf.Tensor, tf.Ragg
     return _video_ids(context), context[schema.LABELS_KEY]
 
 
+def _video_level_features(specs):
+    return {
+        spec.video_level_key: tf.io.RaggedFeature(tf.float32, row_splits_dtype=tf.int64) for spec in specs
+    }
+
+
 def _context_features():
     return {
         schema.ID_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
@@ -128,18 +134,24 @@ def _video_ids(context):
     return tf.where(tf.strings.length(ids) > 0, ids, context[schema.LEGACY_ID_KEY])
 
 
-def _video_level_where_needed(serialized, specs, sequences, video_level_features, record_names):
+def video_level_where_needed(serialized, specs, lacking, *, record_names=None) -> dict:
     """The `mean_<name>` vectors of the records lacking frames of some modality; empty rows elsewhere.
 
     Parsing them for every record costs about a fifth of the input pipeline on frame-level data, where
     no record needs them; so only the records without frames of some modality are parsed again (usually
     none: a parse of an empty batch), with no `tf.cond` (which costs as much in a `Dataset.map` function).
+
+    Args:
+        serialized: 1-D string tensor of serialized records.
+        specs: sequence of `schema.FeatureSpec`.
+        lacking: bool `(batch,)`, the records without frames of some modality.
+        record_names: optional 1-D string tensor naming each record in parse errors.
+
+    Returns:
+        dict `mean_<name>` key -> float32 `tf.RaggedTensor` `(batch, None)`.
     """
     batch_size = tf.shape(serialized, out_type=tf.int64)[0]
-    lacking = tf.zeros([batch_size], tf.bool)
-    for spec in specs:
-        frames = sequences[spec.name]
-        lacking |= tf.equal(frames.row_splits[1:] - frames.row_splits[:-1], 0)
+    video_level_features = _video_level_features(specs)
     rows = tf.where(lacking)
     names = None if record_names is None else tf.gather(record_names, rows[:, 0])
     context, _, _ = tf.io.parse_sequence_example(

@@ -10,11 +10,12 @@ the frames a selection keeps out of the records with one `tf.strings.substr`. A 
 never copied, where a parse copies each of them into a string of its own: when training takes 20 frames of
 300, most of the parse's work (docs/input_pipeline.md).
 
-A batch is located only when every record is in exactly that layout and holds at least one frame of every
-modality asked for. Anything else (a video-level Example, a modality missing or empty, frames of another
-size, float lists, fields in another order, non-minimal varints, unknown fields, truncated bytes) leaves the
-batch not located, and the caller parses it (`decoder.decode_batch`), whose checks give bad data its error
-messages. Located frames are byte for byte the frames a parse returns. Pure TF ops: no `py_function`.
+A batch is located only when every record is in exactly that layout; a modality may be missing or empty (0
+frames, which the caller fills), and a record without feature lists (a video-level Example) has 0 frames of
+every modality. Anything else (frames of another size, float lists, fields in another order, non-minimal
+varints, unknown fields, a key twice, truncated bytes) leaves the batch not located, and the caller parses it
+(`decoder.decode_batch`), whose checks give bad data its error messages. Located frames are byte for byte the
+frames a parse returns. Pure TF ops: no `py_function`.
 """
 
 from collections.abc import Sequence
@@ -42,7 +43,8 @@ class Located(NamedTuple):
         ok: scalar bool, True when every record of the batch was located.
         starts: dict modality name -> int64 `(batch,)`, the offset in each record of its first frame's
             header (meaningful only when `ok`).
-        counts: dict modality name -> int64 `(batch,)`, frames per record (meaningful only when `ok`).
+        counts: dict modality name -> int64 `(batch,)`, frames per record, 0 for a record without the
+            modality (meaningful only when `ok`).
     """
 
     ok: tf.Tensor
@@ -81,11 +83,14 @@ def locate(serialized, features: Sequence[schema.FeatureSpec]) -> Located:
     context_length, context_varint = _varint_at(serialized, zeros + 1, length)
     position = tf.where(has_context, 1 + context_varint + context_length, zeros)
     ok = tf.logical_or(tf.logical_not(has_context), context_varint > 0)
-    ok &= tf.equal(_byte_at(serialized, position, length), _FEATURE_LISTS_TAG)
+    # Feature lists, or nothing more (a record without frames, e.g. a video-level Example).
+    has_lists = tf.equal(_byte_at(serialized, position, length), _FEATURE_LISTS_TAG)
+    ok &= has_lists | tf.equal(position, length)
     lists_length, lists_varint = _varint_at(serialized, position + 1, length)
-    position += 1 + lists_varint
-    end = position + lists_length
-    ok &= (lists_varint > 0) & tf.equal(end, length)
+    position = tf.where(has_lists, position + 1 + lists_varint, position)
+    end = tf.where(has_lists, position + lists_length, position)
+    ok &= tf.logical_not(has_lists) | (lists_varint > 0)
+    ok &= tf.equal(end, length)
 
     names = [spec.name for spec in features]
     starts = {name: zeros for name in names}
@@ -126,7 +131,7 @@ def locate(serialized, features: Sequence[schema.FeatureSpec]) -> Located:
     for spec in features:
         _, stride = frame_layout(spec.dim)
         count = lengths[spec.name] // stride
-        ok &= found[spec.name] & (count > 0) & tf.equal(count * stride, lengths[spec.name])
+        ok &= tf.equal(count * stride, lengths[spec.name])  # 0 frames where missing or empty
         counts[spec.name] = tf.where(ok, count, zeros)
     all_ok = tf.reduce_all(ok)
     for spec in features:

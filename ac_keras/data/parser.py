@@ -161,7 +161,12 @@ def parse_batch(
         selection = tf.cond(
             located.ok,
             lambda: _located_selection(
-                serialized, located, record_names=record_names, video_level=record_type == "auto", **options
+                serialized,
+                located,
+                record_names=record_names,
+                video_level=record_type == "auto",
+                nonfinite=nonfinite,
+                **options,
             ),
             parse,
         )
@@ -220,22 +225,10 @@ def _parsed_selection(
         to their `mean_<name>` vectors (ragged, empty rows where absent).
     """
     decoded = decoder.decode_batch(serialized, specs, record_type=record_type, record_names=record_names)
-    batch_size = tf.shape(decoded.video_ids, out_type=tf.int64)[0]
     describe = _RecordDescriber(decoded.video_ids, decoded.record_names)
-
     # Validation first: cheap vectorized predicates, one assertion each.
-    checks = []
-    nonfinite_records = tf.zeros([batch_size], tf.bool)
-    for spec in specs:
-        modality = decoded.modalities[spec.name]
-        checks += _frame_checks(spec, modality, describe)
-        flags = _nonfinite_records(spec, modality)
-        if flags is not None:
-            if nonfinite == "error":
-                checks.append(_nonfinite_check(spec, flags, describe))
-            else:
-                nonfinite_records |= flags
-    checked = _assert_all(checks)
+    batch_size = tf.shape(decoded.video_ids, out_type=tf.int64)[0]
+    checked, nonfinite_records = _modality_checks(specs, decoded.modalities, describe, nonfinite, batch_size)
 
     # Decoding depends on the checks, so a bad frame raises our message, not decode_raw's.
     with tf.control_dependencies(checked):
@@ -258,33 +251,70 @@ def _parsed_selection(
     return video_ids, decoded.label_ids, frames_by_name, video_levels, nonfinite_records
 
 
+def _modality_checks(specs, modalities, describe, nonfinite, batch_size):
+    """The assertions on the frames and video-level vectors of every modality (`_assert_all`), and the bool
+    `(batch,)` records flagged for NaN/Inf (all False unless `nonfinite` is "flag")."""
+    checks = []
+    nonfinite_records = tf.zeros([batch_size], tf.bool)
+    for spec in specs:
+        modality = modalities[spec.name]
+        checks += _frame_checks(spec, modality, describe)
+        flags = _nonfinite_records(spec, modality)
+        if flags is not None:
+            if nonfinite == "error":
+                checks.append(_nonfinite_check(spec, flags, describe))
+            else:
+                nonfinite_records |= flags
+    return _assert_all(checks), nonfinite_records
+
+
 def _located_selection(
-    serialized, located, *, specs, training, num_frames, seeds, dequantize, record_names, video_level
+    serialized,
+    located,
+    *,
+    specs,
+    training,
+    num_frames,
+    seeds,
+    dequantize,
+    record_names,
+    video_level,
+    nonfinite,
 ):
     """`_parsed_selection` for a located batch: the context parsed, the selected frames cut out of the
-    records (`locator.selected_frames`); the same frames for the same seed. `video_level`: also return
-    (empty) video-level vectors, as a parse of record_type "auto" does."""
+    records (`locator.selected_frames`); the same frames for the same seed. `video_level`: the `mean_<name>`
+    vectors of the records without frames of some modality, as a parse of record_type "auto" gives them."""
     video_ids, label_ids = decoder.decode_context(serialized, record_names=record_names)
+    describe = _RecordDescriber(video_ids, record_names)
     batch_size = tf.shape(video_ids, out_type=tf.int64)[0]
-    frames_by_name = {}
     video_levels = {}
-    for spec, seed in zip(specs, seeds, strict=True):
-        counts = located.counts[spec.name]
-        row_splits = tf.concat([tf.zeros([1], tf.int64), tf.cumsum(counts)], axis=0)
-        indices, new_row_splits = select_frame_indices(
-            row_splits, training=training, num_frames=num_frames, seed=seed
-        )
-        values = locator.selected_frames(
-            serialized, located.starts[spec.name], counts, spec.dim, indices, new_row_splits, num_frames
-        )
-        if dequantize:
-            values = schema.dequantize(values)
-        frames_by_name[spec.name] = tf.RaggedTensor.from_row_splits(values, new_row_splits, validate=False)
-        if video_level:
-            video_levels[spec.name] = tf.RaggedTensor.from_row_splits(
-                tf.zeros([0], tf.float32), tf.zeros([batch_size + 1], tf.int64), validate=False
+    checked, nonfinite_records = [], tf.zeros([batch_size], tf.bool)
+    if video_level:
+        lacking = tf.zeros([batch_size], tf.bool)
+        for spec in specs:
+            lacking |= tf.equal(located.counts[spec.name], 0)
+        vectors = decoder.video_level_where_needed(serialized, specs, lacking, record_names=record_names)
+        video_levels = {spec.name: vectors[spec.video_level_key] for spec in specs}
+        modalities = {name: decoder.ModalityFrames(None, vectors) for name, vectors in video_levels.items()}
+        checked, nonfinite_records = _modality_checks(specs, modalities, describe, nonfinite, batch_size)
+    with tf.control_dependencies(checked):
+        frames_by_name = {}
+        for spec, seed in zip(specs, seeds, strict=True):
+            counts = located.counts[spec.name]
+            row_splits = tf.concat([tf.zeros([1], tf.int64), tf.cumsum(counts)], axis=0)
+            indices, new_row_splits = select_frame_indices(
+                row_splits, training=training, num_frames=num_frames, seed=seed
             )
-    return video_ids, label_ids, frames_by_name, video_levels, tf.zeros([batch_size], tf.bool)
+            values = locator.selected_frames(
+                serialized, located.starts[spec.name], counts, spec.dim, indices, new_row_splits, num_frames
+            )
+            if dequantize:
+                values = schema.dequantize(values)
+            frames_by_name[spec.name] = tf.RaggedTensor.from_row_splits(
+                values, new_row_splits, validate=False
+            )
+        video_ids = tf.identity(video_ids)
+    return video_ids, label_ids, frames_by_name, video_levels, nonfinite_records
 
 
 def select_and_fill(

@@ -223,13 +223,6 @@ def test_records_outside_the_layout_are_not_located():
     example, frames = video("x", (3, 3), seed=2)
     context = example.context
     cases = {
-        "a modality missing": records.sequence_example("m", [0], {"rgb": frames["rgb"]}),
-        "an empty feature list": sequence_example_bytes(
-            context, [("rgb", []), ("audio", as_lists(frames)[1][1])]
-        ),
-        "a frame of another size": records.sequence_example(
-            "s", [0], {"rgb": [np.zeros(6, np.uint8), np.zeros(5, np.uint8)], "audio": frames["audio"]}
-        ),
         # As many bytes in all as two frames of 6: only the frames' headers tell.
         "frames of 5 and 7 bytes": records.sequence_example(
             "c", [0], {"rgb": [np.zeros(5, np.uint8), np.zeros(7, np.uint8)], "audio": frames["audio"]}
@@ -237,10 +230,8 @@ def test_records_outside_the_layout_are_not_located():
         "float frames": records.sequence_example(
             "f", [0], {"rgb": frames["rgb"].astype(np.float32), "audio": frames["audio"]}
         ),
-        "a video-level Example": records.video_level_example("e", [0], {"rgb": np.zeros(6)}),
         "a key twice": sequence_example_bytes(context, [*as_lists(frames), ("rgb", as_lists(frames)[0][1])]),
         "bytes after the record": sequence_example_bytes(context, as_lists(frames), trailing=b"\x18\x01"),
-        "no feature lists": tf.train.SequenceExample(context=context),
         # Valid protobuf, which TensorFlow's own parser rejects too.
         "a map value before its key": sequence_example_bytes(context, as_lists(frames), value_first=True),
     }
@@ -248,6 +239,58 @@ def test_records_outside_the_layout_are_not_located():
         data = record if isinstance(record, bytes) else record.SerializeToString()
         located = locator.locate(tf.constant([example.SerializeToString(), data]), SPECS)
         assert not bool(located.ok), name
+
+
+def _without_frames_batch(means_rgb=None):
+    """A batch mixing records with and without frames of a modality, all of them locatable."""
+    example, frames = video("x", (3, 3), seed=2)
+    rgb_mean = np.linspace(-1, 1, 6) if means_rgb is None else means_rgb
+    return [
+        example.SerializeToString(),
+        records.sequence_example("no audio", [1], {"rgb": frames["rgb"]}).SerializeToString(),
+        sequence_example_bytes(example.context, [("rgb", []), ("audio", as_lists(frames)[1][1])]),
+        records.video_level_example("video level", [2], {"rgb": rgb_mean}).SerializeToString(),
+        tf.train.SequenceExample(context=example.context).SerializeToString(),
+        video("y", (7, 2), seed=3)[0].SerializeToString(),
+    ]
+
+
+@pytest.mark.parametrize("record_type", ["auto", "frame"])
+@pytest.mark.parametrize("training", [True, False])
+def test_records_without_frames_of_a_modality_are_located_and_filled(record_type, training):
+    serialized = tf.constant(_without_frames_batch())
+    located = locator.locate(serialized, SPECS)
+    assert bool(located.ok)
+    assert located.counts["rgb"].numpy().tolist() == [3, 3, 0, 0, 0, 7]
+    assert located.counts["audio"].numpy().tolist() == [3, 0, 3, 0, 0, 2]
+    fill = {"audio": np.full(130, 0.5, np.float32)}
+    check_against_reference(
+        serialized, training=training, num_frames=2, seed=3, record_type=record_type, missing_fill=fill
+    )
+    features, _ = parse_serialized(
+        serialized, FEATURES, training=training, num_frames=2, record_type=record_type, missing_fill=fill
+    )
+    # The video-level record's mean with "auto", the zero fill with "frame"; the fill where audio is missing.
+    expected_rgb = np.linspace(-1, 1, 6) if record_type == "auto" else np.zeros(6)
+    np.testing.assert_allclose(features["rgb"][3].numpy(), [expected_rgb], atol=1e-6)
+    np.testing.assert_allclose(features["audio"][1].numpy(), fill["audio"][None], atol=1e-6)
+
+
+def test_bad_video_level_vectors_of_located_records_keep_their_messages():
+    short = tf.constant(_without_frames_batch(means_rgb=np.zeros(4)))
+    assert bool(locator.locate(short, SPECS).ok)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"(?s)Modality rgb declares dim 6, found video-level mean_rgb.*4.*video level",
+    ):
+        parse_serialized(short, FEATURES, training=True, num_frames=2)
+    nan = tf.constant(_without_frames_batch(means_rgb=np.array([np.nan] * 6)))
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"(?s)Modality rgb holds NaN or Inf.*video level"
+    ):
+        parse_serialized(nan, FEATURES, training=True, num_frames=2)
+    parsed = parse_batch(nan, SPECS, training=True, num_frames=2, nonfinite="flag")
+    assert parsed.nonfinite.numpy().tolist() == [False, False, False, True, False, False]
 
 
 def test_bad_data_keeps_its_error_messages_with_a_frame_selection():
