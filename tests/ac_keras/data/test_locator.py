@@ -353,10 +353,24 @@ def test_located_reading_in_a_saved_model(tmp_path):
                 name: value.flat_values for name, value in features.items() if name != schema.VIDEO_ID_KEY
             }
 
-    tf.saved_model.save(Parser(), str(tmp_path))
+    module = Parser()
+    tf.saved_model.save(module, str(tmp_path), signatures={"serving_default": module.__call__})
     loaded = tf.saved_model.load(str(tmp_path))
-    serialized = tf.constant([video(f"v{i}", (5, 3), seed=i)[0].SerializeToString() for i in range(3)])
+    records = [video(f"v{i}", (5, 3), seed=i)[0].SerializeToString() for i in range(3)]
+    records.append(records[0][:-1])  # a truncated record: not located, the parse's error
+    serialized = tf.constant(records[:3])
     outputs = loaded(serialized)
     expected = reference(serialized, training=False, num_frames=2, seed=0, dequantize=False)[0]
     for spec in SPECS:
         np.testing.assert_array_equal(outputs[spec.name].numpy(), expected[spec.name].flat_values.numpy())
+    # The TF1 session loader is how TF Serving and `saved_model_cli run` load models.
+    with tf.compat.v1.Session(graph=tf.Graph()) as session:
+        meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(tmp_path))
+        signature = meta.signature_def["serving_default"]
+        fetches = {name: info.name for name, info in signature.outputs.items()}
+        feed = {signature.inputs["serialized"].name: records[:3]}
+        served = session.run(fetches, feed_dict=feed)
+        for spec in SPECS:
+            np.testing.assert_array_equal(served[spec.name], expected[spec.name].flat_values.numpy())
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            session.run(fetches, feed_dict={signature.inputs["serialized"].name: records})
