@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from ac_keras import schema
-from ac_keras.data import locator, parse_batch, parse_serialized, select_frame_indices
+from ac_keras.data import locator, make_dataset, parse_batch, parse_serialized, select_frame_indices
 from ac_keras.data.writer import ShardedWriter
 from ac_keras.testing import records
 
@@ -374,3 +374,23 @@ def test_located_reading_in_a_saved_model(tmp_path):
             np.testing.assert_array_equal(served[spec.name], expected[spec.name].flat_values.numpy())
         with pytest.raises(tf.errors.InvalidArgumentError):
             session.run(fetches, feed_dict={signature.inputs["serialized"].name: records})
+
+
+def test_make_dataset_reads_located_batches_as_it_parses_them(tmp_path):
+    with ShardedWriter(str(tmp_path), FEATURES, num_shards=2) as writer:
+        for index in range(20):
+            _, frames = video(f"v{index}", (1 + index % 9, 1 + index % 4), seed=index)
+            writer.write(f"v{index}", [index % 4], frames)
+    common = dict(batch_size=8, training=False, num_classes=4, label_mode="multi", dequantize=False)
+    located = list(make_dataset(str(tmp_path / "*"), FEATURES, num_frames=3, **common))
+    parsed = list(make_dataset(str(tmp_path / "*"), FEATURES, num_frames=None, **common))
+    assert len(located) == len(parsed) == 3
+    for (features, labels), (all_features, all_labels) in zip(located, parsed, strict=True):
+        np.testing.assert_array_equal(labels.numpy(), all_labels.numpy())
+        for spec in SPECS:
+            frames = all_features[spec.name]
+            indices, row_splits = select_frame_indices(frames.row_splits, training=False, num_frames=3)
+            np.testing.assert_array_equal(features[spec.name].row_splits.numpy(), row_splits.numpy())
+            np.testing.assert_array_equal(
+                features[spec.name].flat_values.numpy(), tf.gather(frames.flat_values, indices).numpy()
+            )
