@@ -63,8 +63,7 @@ def decode_batch(serialized, features, *, record_type: str = "auto", record_name
         A `DecodedBatch`.
     """
     specs = schema.to_feature_specs(features)
-    if record_type not in RECORD_TYPES:
-        raise ValueError(f"record_type must be one of {RECORD_TYPES}, got {record_type!r}.")
+    check_record_type(record_type)
     serialized = tf.convert_to_tensor(serialized, dtype=tf.string)
     context_features = _context_features()
     video_level_features = _video_level_features(specs)
@@ -103,6 +102,12 @@ def decode_batch(serialized, features, *, record_type: str = "auto", record_name
         modalities=modalities,
         record_names=record_names,
     )
+
+
+def check_record_type(record_type: str) -> None:
+    """Raises ValueError unless `record_type` is one of `RECORD_TYPES`."""
+    if record_type not in RECORD_TYPES:
+        raise ValueError(f"record_type must be one of {RECORD_TYPES}, got {record_type!r}.")
 
 
 def decode_context(serialized, *, record_names=None) -> tuple[tf.Tensor, tf.RaggedTensor]:

@@ -130,28 +130,26 @@ def locate(serialized, features: Sequence[schema.FeatureSpec]) -> Located:
     counts = {}
     for spec in features:
         _, stride = frame_layout(spec.dim)
-        count = lengths[spec.name] // stride
-        ok &= tf.equal(count * stride, lengths[spec.name])  # 0 frames where missing or empty
-        counts[spec.name] = tf.where(ok, count, zeros)
+        counts[spec.name] = lengths[spec.name] // stride
+        ok &= tf.equal(counts[spec.name] * stride, lengths[spec.name])  # 0 frames where missing or empty
+    # Where the layout does not hold, 0 frames: the header check reads nothing there.
+    counts = {name: tf.where(ok, count, zeros) for name, count in counts.items()}
     all_ok = tf.reduce_all(ok)
     for spec in features:
-        # Once the layout holds (count 0 elsewhere: nothing read).
-        all_ok &= _frame_headers_ok(
-            serialized, starts[spec.name], tf.where(ok, counts[spec.name], zeros), spec.dim
-        )
+        all_ok &= _frame_headers_ok(serialized, starts[spec.name], counts[spec.name], spec.dim)
     return Located(ok=all_ok, starts=starts, counts=counts)
 
 
-def selected_frames(serialized, start, counts, dim: int, indices, new_row_splits, num_frames: int):
+def selected_frames(serialized, start, row_splits, dim: int, indices, new_row_splits, num_frames: int):
     """The bytes of the selected frames of one located modality, as `parser.select_frame_indices` chose them.
 
     Args:
         serialized: 1-D string tensor of the located records.
         start: int64 `(batch,)`, the modality's `Located.starts`.
-        counts: int64 `(batch,)`, its `Located.counts`.
+        row_splits: int64 `(batch + 1,)` row splits of the records' frames (from `Located.counts`).
         dim: int, bytes per frame.
-        indices: int64 flat indices of the selected frames into the records' frames (row splits
-            `cumsum(counts)`), as `select_frame_indices` returns them.
+        indices: int64 flat indices of the selected frames into the records' frames, as
+            `select_frame_indices` returns them.
         new_row_splits: int64 `(batch + 1,)` row splits of the selected frames.
         num_frames: int, the most frames selected per record.
 
@@ -159,7 +157,6 @@ def selected_frames(serialized, start, counts, dim: int, indices, new_row_splits
         uint8 `(selected frames, dim)`, in the order of `indices`.
     """
     header, stride = frame_layout(dim)
-    row_splits = tf.concat([tf.zeros([1], tf.int64), tf.cumsum(counts)], axis=0)
     rows = tf.searchsorted(new_row_splits, tf.range(new_row_splits[-1]), side="right", out_type=tf.int64) - 1
     slots = tf.range(new_row_splits[-1]) - tf.gather(new_row_splits, rows)
     offsets = tf.gather(start, rows) + (indices - tf.gather(row_splits, rows)) * stride + len(header)

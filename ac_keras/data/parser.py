@@ -137,8 +137,7 @@ def parse_batch(
     """
     specs = schema.to_feature_specs(features)
     _validate_options(specs, num_frames, num_classes, label_mode, missing_fill, nonfinite)
-    if record_type not in decoder.RECORD_TYPES:
-        raise ValueError(f"record_type must be one of {decoder.RECORD_TYPES}, got {record_type!r}.")
+    decoder.check_record_type(record_type)
     serialized = tf.convert_to_tensor(serialized, dtype=tf.string)
     seed = _as_stateless_seed(seed) if training else None
     seeds = [
@@ -306,7 +305,13 @@ def _located_selection(
                 row_splits, training=training, num_frames=num_frames, seed=seed
             )
             values = locator.selected_frames(
-                serialized, located.starts[spec.name], counts, spec.dim, indices, new_row_splits, num_frames
+                serialized,
+                located.starts[spec.name],
+                row_splits,
+                spec.dim,
+                indices,
+                new_row_splits,
+                num_frames,
             )
             if dequantize:
                 values = schema.dequantize(values)
