@@ -20,8 +20,6 @@ exported SavedModel. An export carries the run's files that a program classifyin
 them in either place.
 """
 
-import csv
-import io
 import json
 import os
 import sys
@@ -31,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from ac_keras import schema
+from ac_keras.data.classes import format_class_names, read_class_names
 from ac_keras.data.files import write_text_atomically
 from ac_keras.errors import ConfigMismatchError, DataError, MissingDataError, UsageError
 from ac_keras.model import adapt_inputs
@@ -205,78 +204,6 @@ def load_extractor(features, *, model_dir=None, saved_model=None):
         modalities={name: entry for name, entry in description["modalities"].items() if name in names},
     )
     return extractor_lib.Extractor.from_description(kept, source=path)
-
-
-def read_class_names(path, num_classes):
-    """Reads a class names CSV: `index,name` rows, an optional header first.
-
-    Args:
-        path: str, local or `gs://`.
-        num_classes: int; every index must lie in `0 .. num_classes - 1`.
-
-    Returns:
-        A tuple of `num_classes` names, "" for a class the file does not name.
-
-    Raises:
-        MissingDataError: the file does not exist.
-        DataError: naming the file and line: not two columns, an index that is not an integer or out of
-            range, an index or a name given twice, an empty name, or no class named at all.
-    """
-    if not tf.io.gfile.exists(path):
-        raise MissingDataError(f"--class_names: {path} does not exist.")
-    with tf.io.gfile.GFile(path, "r") as handle:
-        text = handle.read().removeprefix("\ufeff")  # a byte order mark, as spreadsheets write
-    names = [""] * num_classes
-    lines_of_index, lines_of_name = {}, {}
-    try:
-        rows = list(csv.reader(io.StringIO(text)))
-    except csv.Error as error:
-        raise DataError(f"{path}: not a readable CSV ({error}).") from None
-    first = True
-    for line, row in enumerate(rows, start=1):
-        cells = [cell.strip() for cell in row]
-        if not "".join(cells):
-            continue
-        if len(cells) != 2:
-            raise DataError(f"{path}:{line}: expected two columns, index,name; got {row!r}.")
-        index_text, name = cells
-        try:
-            index = int(index_text)
-        except ValueError:
-            if first:  # a header
-                first = False
-                continue
-            raise DataError(f"{path}:{line}: the class index {index_text!r} is not an integer.") from None
-        first = False
-        if not 0 <= index < num_classes:
-            raise DataError(
-                f"{path}:{line}: class index {index} is out of range 0..{num_classes - 1} "
-                f"(--num_classes={num_classes})."
-            )
-        if index in lines_of_index:
-            raise DataError(
-                f"{path}:{line}: class {index} is named again (first on line {lines_of_index[index]})."
-            )
-        if not name:
-            raise DataError(f"{path}:{line}: class {index} has an empty name.")
-        if name in lines_of_name:
-            raise DataError(
-                f"{path}:{line}: the name {name!r} is given again (first on line {lines_of_name[name]})."
-            )
-        lines_of_index[index], lines_of_name[name] = line, line
-        names[index] = name
-    if not lines_of_index:
-        raise DataError(f"{path} names no class (expected index,name rows).")
-    return tuple(names)
-
-
-def format_class_names(names):
-    """The CSV text of class names (a header, then `index,name` for each named class)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["index", "name"])
-    writer.writerows([index, name] for index, name in enumerate(names) if name)
-    return buffer.getvalue()
 
 
 def write_class_names(directory, names):

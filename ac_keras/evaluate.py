@@ -15,7 +15,7 @@ import tensorflow as tf
 from absl import app
 
 from ac_keras import artifacts, evaluation
-from ac_keras import flags as ac_flags
+from ac_keras import flags as _flags  # noqa: F401  (defines the shared flags)
 from ac_keras.task import Task
 
 
@@ -27,15 +27,15 @@ def write_json_atomically(path, payload, overwrite):
 
 
 def main(argv):
-    config = cli.config_from_argv(argv, need_train_data=False)
-    overwrite = ac_flags.FLAGS.overwrite
-    output_json = ac_flags.FLAGS.output_json
+    config, options = cli.command_from_argv(argv, need_train_data=False)
+    overwrite = options.overwrite
+    output_json = options.output_json
     if not config.data.eval_data:
         raise app.UsageError("--eval_data: is required (a TFRecord file pattern).")
     if output_json and tf.io.gfile.exists(output_json) and not overwrite:
         raise app.UsageError(f"--output_json: {output_json} exists; pass --overwrite to replace it.")
     task = Task(config)
-    predictor = artifacts.load_predictor(config.runtime.model_dir, ac_flags.FLAGS.saved_model)
+    predictor = artifacts.load_predictor(config.runtime.model_dir, options.saved_model)
     results = evaluation.evaluate(
         task.eval_dataset(), evaluation.predictor_step(predictor), task.make_metrics()
     )

@@ -284,10 +284,9 @@ def main(argv):
     """
     from absl import app
 
-    from ac_keras import flags as ac_flags
     from ac_keras.task import Task
 
-    config = cli.config_from_argv(argv, need_train_data=False)
+    config, options = cli.command_from_argv(argv, need_train_data=False)
     runtime = config.runtime
     if not runtime.model_dir:
         raise app.UsageError("--model_dir is required: the run whose model to export.")
@@ -298,7 +297,7 @@ def main(argv):
         Task(config),
         runtime.export_base,
         warmup_examples=warmup,
-        with_extractor=ac_flags.FLAGS.with_extractor,
+        with_extractor=options.with_extractor,
     )
     print(f"Exported SavedModel to {path}", flush=True)
 

@@ -1,8 +1,10 @@
 """Command-line flags, defined once, and the `Config` built from them.
 
-Every `python -m` command of ac_keras (train, evaluate, predict, export, visualize) and the tuner import this
-module, so a flagfile written for one is accepted by all. Each flag has the name of its `Config` field
-(`ac_keras.config`); `config_from_flags` validates them at start-up, before any data is read.
+Every `python -m` command of ac_keras (train, evaluate, predict, export, visualize, classify) and the tuner
+import this module, so a flagfile written for one is accepted by all. Each flag of a run has the name of its
+`Config` field (`ac_keras.config`); the flags of what a command reads and writes become its `CommandOptions`.
+`command_from_flags` builds and validates both at start-up, before any data is read: it is the one place
+where flags become objects, and the commands read no flag after it.
 """
 
 from absl import flags
@@ -129,6 +131,11 @@ flags.DEFINE_string(
 )
 flags.DEFINE_bool("overwrite", False, "Evaluate/predict/classify: replace an existing output file.")
 flags.DEFINE_string("output_json", None, "Evaluate: where to write the metrics JSON; classify: the results.")
+flags.DEFINE_string("predict_data", None, "Predict: the file pattern to predict (default --eval_data).")
+flags.DEFINE_string("output_csv", None, "Predict: where to write the predictions CSV.")
+flags.DEFINE_string("data", None, "Visualize: TFRecord file pattern whose first videos are drawn.")
+flags.DEFINE_string("output", "attention.png", "Visualize: the PNG file to write.")
+flags.DEFINE_integer("num_videos", 4, "Visualize: the number of videos to draw.")
 flags.DEFINE_bool(
     "with_extractor",
     False,
@@ -170,3 +177,37 @@ def config_from_flags(flag_values=FLAGS, *, need_train_data=True, **overrides):
     values = {name: flag_values[name].value for name in ac_config.SECTION_OF}
     values.update(overrides)
     return ac_config.from_values(need_train_data=need_train_data, **values)
+
+
+def options_from_flags(flag_values=FLAGS):
+    """The `CommandOptions` of parsed absl flags: what a command reads and writes beyond its `Config`."""
+    return ac_config.CommandOptions(
+        saved_model=flag_values.saved_model,
+        overwrite=flag_values.overwrite,
+        output_json=flag_values.output_json,
+        output_csv=flag_values.output_csv,
+        predict_data=flag_values.predict_data,
+        with_extractor=flag_values.with_extractor,
+        visualize_data=flag_values.data,
+        visualize_output=flag_values.output,
+        num_videos=flag_values.num_videos,
+        given=tuple(
+            (name, flag_values[name].value) for name in ac_config.SECTION_OF if flag_values[name].present
+        ),
+        flash_mnist=ac_config.FlashMnistOptions(
+            generate=flag_values.generate_flash_mnist,
+            directory=flag_values.flash_mnist_dir,
+            videos_per_class_train=flag_values.flash_mnist_videos_per_class_train,
+            videos_per_class_test=flag_values.flash_mnist_videos_per_class_test,
+            cnn_epochs=flag_values.flash_mnist_cnn_epochs,
+            mnist_dir=flag_values.mnist_dir,
+        ),
+    )
+
+
+def command_from_flags(flag_values=FLAGS, *, need_train_data=True, run_config=True):
+    """`(Config, CommandOptions)` of parsed absl flags: every command turns its flags into objects here, and
+    reads no flag after; raises `ConfigError` naming the first bad flag. With `run_config=False` (classify,
+    whose `Config` is the trained run's) the `Config` is None."""
+    config = config_from_flags(flag_values, need_train_data=need_train_data) if run_config else None
+    return config, options_from_flags(flag_values)

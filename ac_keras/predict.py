@@ -13,14 +13,11 @@ cli.quiet_console(__name__)
 import csv
 
 import tensorflow as tf
-from absl import app, flags
+from absl import app
 
 from ac_keras import artifacts, schema
-from ac_keras import flags as ac_flags
+from ac_keras import flags as _flags  # noqa: F401  (defines the shared flags)
 from ac_keras.task import Task
-
-_PREDICT_DATA = flags.DEFINE_string("predict_data", None, "File pattern to predict (default --eval_data).")
-_OUTPUT_CSV = flags.DEFINE_string("output_csv", None, "Where to write the predictions CSV.")
 
 
 def predict_to_csv(predictor, dataset, path, top_k, overwrite=False, class_names=None):
@@ -51,16 +48,17 @@ def predict_to_csv(predictor, dataset, path, top_k, overwrite=False, class_names
 
 
 def main(argv):
-    config = cli.config_from_argv(argv, need_train_data=False)
-    overwrite = ac_flags.FLAGS.overwrite
-    pattern = _PREDICT_DATA.value or config.data.eval_data
+    config, options = cli.command_from_argv(argv, need_train_data=False)
+    overwrite = options.overwrite
+    output_csv = options.output_csv
+    pattern = options.predict_data or config.data.eval_data
     if not pattern:
         raise app.UsageError("--predict_data: is required (or --eval_data).")
-    if not _OUTPUT_CSV.value:
+    if not output_csv:
         raise app.UsageError("--output_csv: is required.")
-    if tf.io.gfile.exists(_OUTPUT_CSV.value) and not overwrite:
-        raise app.UsageError(f"--output_csv: {_OUTPUT_CSV.value} exists; pass --overwrite to replace it.")
-    saved_model = ac_flags.FLAGS.saved_model
+    if tf.io.gfile.exists(output_csv) and not overwrite:
+        raise app.UsageError(f"--output_csv: {output_csv} exists; pass --overwrite to replace it.")
+    saved_model = options.saved_model
     predictor = artifacts.load_predictor(config.runtime.model_dir, saved_model)
     task = Task(config)
     class_names = task.class_names or artifacts.load_class_names(
@@ -70,12 +68,12 @@ def main(argv):
     rows = predict_to_csv(
         predictor,
         dataset,
-        _OUTPUT_CSV.value,
+        output_csv,
         config.runtime.top_k,
         overwrite=overwrite,
         class_names=class_names,
     )
-    print(f"Wrote {rows} predictions to {_OUTPUT_CSV.value}", flush=True)
+    print(f"Wrote {rows} predictions to {output_csv}", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import tensorflow as tf
 from ac_keras import data as ac_data
 from ac_keras import metrics as ac_metrics
 from ac_keras import schema
+from ac_keras.data.classes import read_class_names
 from ac_keras.model import build_model
 
 
@@ -26,8 +27,8 @@ class Task:
         stats: the `ac_keras.data.ResolvedStats` of `config.data.stats` (all None without a stats file).
         uint8_inputs: the quantized modalities, which stay uint8 from the records to the model (its
             `Dequantize` layers dequantize them; the datasets yield their bytes).
-        class_names: the names of `config.data.class_names` (`artifacts.read_class_names`: one per class,
-            "" for a class the file does not name), or None without the flag.
+        class_names: the names of `config.data.class_names` (`ac_keras.data.classes.read_class_names`: one
+            per class, "" for a class the file does not name), or None without the flag.
 
     Raises:
         ValueError: the statistics file does not fit the config (the message names the file), or the class
@@ -48,9 +49,7 @@ class Task:
         self.uint8_inputs = tuple(spec.name for spec in data.feature_specs if spec.quantized)
         self.class_names = None
         if data.class_names:
-            from ac_keras import artifacts
-
-            self.class_names = artifacts.read_class_names(data.class_names, data.num_classes)
+            self.class_names = read_class_names(data.class_names, data.num_classes)
 
     # ------------------------------------------------------------------------------------------- model
     def build_model(self, *, mixed_precision=None):

@@ -15,27 +15,32 @@ import tensorflow as tf
 from absl import app, flags
 
 from ac_keras import artifacts
-from ac_keras import flags as ac_flags
+from ac_keras import flags as _flags  # noqa: F401  (defines the shared flags)
 from ac_keras.export import export_saved_model, first_records
 from ac_keras.task import Task
 from ac_keras.trainer import Trainer
 
 
-def maybe_generate_flash_mnist(config, flag_values=ac_flags.FLAGS):
-    """Generates Flash-MNIST on first use when --generate_flash_mnist is set and --train_data is missing.
+def maybe_generate_flash_mnist(config, options):
+    """Generates Flash-MNIST on first use when `options.generate` and no file matches --train_data.
+
+    Args:
+        config: the run's `Config`.
+        options: the `FlashMnistOptions` (`CommandOptions.flash_mnist`).
 
     A dataset whose `flash_mnist.json` records an older frame CNN (`frame_cnn_version` absent or below
     `flash_mnist.FRAME_CNN_VERSION`) is generated again with the current one, replacing only that
-    directory, atomically (the generator's overwrite: the new dataset is built beside it and swapped in). A
-    dataset generated before the generator wrote `stats.json` gets it now (the configs' --stats), computed
-    from --train_data as `python -m tfrecords.stats` does.
+    directory, atomically (the generator's overwrite: the new dataset is built beside it and swapped in);
+    a --model_dir that holds a run trained on the old features is refused first, before anything is
+    generated. A dataset generated before the generator wrote `stats.json` gets it now (the configs'
+    --stats), computed from --train_data as `python -m tfrecords.stats` does.
     """
-    if not flag_values.generate_flash_mnist:
+    if not options.generate:
         return
     from ac_keras.datasets import flash_mnist
 
     data = config.data
-    directory = flag_values.flash_mnist_dir.rstrip("/") + "/"
+    directory = options.directory.rstrip("/") + "/"
     regenerate = False
     if tf.io.gfile.glob(data.train_data):
         if not _lies_in(data.train_data, directory):
@@ -46,12 +51,21 @@ def maybe_generate_flash_mnist(config, flag_values=ac_flags.FLAGS):
                 flush=True,
             )
             return
-        old_version = _stale_frame_cnn_version(flag_values.flash_mnist_dir, data.train_data, directory)
+        old_version = _stale_frame_cnn_version(options.directory, data.train_data, directory)
         if old_version is None:
             if data.stats and not tf.io.gfile.exists(data.stats) and _lies_in(data.stats, directory):
                 print(f"Writing the training statistics {data.stats} (--stats) of the existing Flash-MNIST.")
                 flash_mnist.write_training_stats(data.train_data, data.stats)
             return
+        model_dir = config.runtime.model_dir
+        checkpoints = os.path.join(model_dir, artifacts.CHECKPOINT_SUBDIR) if model_dir else None
+        if checkpoints and tf.io.gfile.exists(checkpoints) and tf.io.gfile.listdir(checkpoints):
+            raise app.UsageError(
+                f"The Flash-MNIST data in {directory} was made with frame CNN version {old_version} (the "
+                f"current one is {flash_mnist.FRAME_CNN_VERSION}) and --model_dir {model_dir!r} holds a run "
+                "trained on it. Nothing was generated or changed. Move or remove that model_dir, or pass "
+                "another --model_dir, and run the command again: the data is then generated anew."
+            )
         print(
             f"The Flash-MNIST data in {directory} was made with frame CNN version {old_version}; the current "
             f"version is {flash_mnist.FRAME_CNN_VERSION} (the authors' dropout, docs/flash_mnist.md). "
@@ -69,12 +83,12 @@ def maybe_generate_flash_mnist(config, flag_values=ac_flags.FLAGS):
             f"No file matches --train_data; generating Flash-MNIST into {directory} (first use).", flush=True
         )
     info = flash_mnist.generate_dataset(
-        flag_values.flash_mnist_dir,
+        options.directory,
         seed=config.training.seed,
-        videos_per_class_train=flag_values.flash_mnist_videos_per_class_train,
-        videos_per_class_test=flag_values.flash_mnist_videos_per_class_test,
-        mnist_dir=flag_values.mnist_dir,
-        cnn_epochs=flag_values.flash_mnist_cnn_epochs,
+        videos_per_class_train=options.videos_per_class_train,
+        videos_per_class_test=options.videos_per_class_test,
+        mnist_dir=options.mnist_dir,
+        cnn_epochs=options.cnn_epochs,
         overwrite=regenerate,
     )
     print(
@@ -83,14 +97,6 @@ def maybe_generate_flash_mnist(config, flag_values=ac_flags.FLAGS):
         f"{info['cnn_test_digit_accuracy']:.1%}.",
         flush=True,
     )
-    model_dir = config.runtime.model_dir
-    checkpoints = os.path.join(model_dir, artifacts.CHECKPOINT_SUBDIR) if model_dir else None
-    if regenerate and checkpoints and tf.io.gfile.exists(checkpoints) and tf.io.gfile.listdir(checkpoints):
-        raise app.UsageError(
-            f"--model_dir {model_dir!r} holds a run trained on the old features; it is left "
-            "as it is. Move or remove it, or pass another --model_dir, and run the command again (the "
-            "regenerated data is kept)."
-        )
 
 
 def _lies_in(path, directory):
@@ -151,8 +157,8 @@ def run(config):
 
 
 def main(argv):
-    config = cli.config_from_argv(argv)
-    maybe_generate_flash_mnist(config)
+    config, options = cli.command_from_argv(argv)
+    maybe_generate_flash_mnist(config, options.flash_mnist)
     run(config)  # returns metrics; app.run would take a return value as the exit status
 
 

@@ -15,16 +15,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import app  # noqa: E402
 
 from ac_keras import artifacts, schema  # noqa: E402
 from ac_keras import flags as _flags  # noqa: E402, F401  (defines the shared flags)
 from ac_keras.model import adapt_inputs, model_parts  # noqa: E402
 from ac_keras.task import Task  # noqa: E402
-
-_DATA = flags.DEFINE_string("data", None, "TFRecord file pattern whose first videos are drawn.")
-_OUTPUT = flags.DEFINE_string("output", "attention.png", "PNG file to write.")
-_NUM_VIDEOS = flags.DEFINE_integer("num_videos", 4, "Number of videos to draw.")
 
 
 def attention_model(model):
@@ -74,19 +70,19 @@ def plot_attention(path, video_ids, labels, probabilities, weights, frame_counts
 
 
 def main(argv):
-    config = cli.config_from_argv(argv, need_train_data=False)
-    pattern = _DATA.value or config.data.eval_data
+    config, options = cli.command_from_argv(argv, need_train_data=False)
+    pattern = options.visualize_data or config.data.eval_data
     if not pattern:
         raise app.UsageError("--data: is required (or --eval_data).")
     model = artifacts.load_trained_model(config.runtime.model_dir)
-    dataset = Task(config).eval_dataset(pattern, keep_ids=True, batch_size=_NUM_VIDEOS.value, num_frames=0)
+    dataset = Task(config).eval_dataset(pattern, keep_ids=True, batch_size=options.num_videos, num_frames=0)
     features, labels = next(iter(dataset))[:2]
     probabilities, weights = attention_maps(model, features)
     video_ids = [value.decode("utf-8", "replace") for value in features[schema.VIDEO_ID_KEY].numpy()]
     label_ids = [np.flatnonzero(row).tolist() for row in labels.numpy()]
     frame_counts = {name: features[name].row_lengths().numpy() for name in weights}
-    plot_attention(_OUTPUT.value, video_ids, label_ids, probabilities, weights, frame_counts)
-    print(f"Wrote attention maps of {len(video_ids)} videos to {_OUTPUT.value}", flush=True)
+    plot_attention(options.visualize_output, video_ids, label_ids, probabilities, weights, frame_counts)
+    print(f"Wrote attention maps of {len(video_ids)} videos to {options.visualize_output}", flush=True)
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def run_search(config, settings, *, progress=True):
 
 
 def main(argv):
-    config = cli.config_from_argv(argv, need_train_data=True)
+    config, options = cli.command_from_argv(argv, need_train_data=True)
     try:
         settings = tuner_settings.from_flags(config)
     except ac_config.ConfigError as error:
@@ -173,7 +173,7 @@ def main(argv):
         # Distributed workers would race to generate it; docs/tuner.md says to generate it first.
         from ac_keras.train import maybe_generate_flash_mnist
 
-        maybe_generate_flash_mnist(config)
+        maybe_generate_flash_mnist(config, options.flash_mnist)
     run_search(config, settings)
 
 

@@ -1,36 +1,27 @@
 """ac_keras/train.py: Flash-MNIST on first use, and again when its frame CNN is an older version."""
 
+import dataclasses
 import json
 import os
-import types
 
 import pytest
 from absl import app
 
+from ac_keras import config as ac_config
 from ac_keras import train
 from ac_keras.datasets import flash_mnist as fm
 
 # The smallest dataset the generator makes: 1 training and 1 test video per subset, a 100-digit training pool,
 # one CNN epoch.
-TINY_FLAGS = dict(
-    flash_mnist_videos_per_class_train=1,
-    flash_mnist_videos_per_class_test=1,
-    flash_mnist_cnn_epochs=1,
-    mnist_dir=None,
-)
+TINY = dict(videos_per_class_train=1, videos_per_class_test=1, cnn_epochs=1, mnist_dir=None)
 
 
 def _settings(data_dir, model_dir):
-    """(config, flag values) as maybe_generate_flash_mnist reads them from configs/flash_mnist.flags."""
-    config = types.SimpleNamespace(
-        data=types.SimpleNamespace(train_data=f"{data_dir}/train-*.tfrecord", stats=f"{data_dir}/stats.json"),
-        training=types.SimpleNamespace(seed=0),
-        runtime=types.SimpleNamespace(model_dir=str(model_dir)),
+    """(config, options) as maybe_generate_flash_mnist gets them from configs/flash_mnist.flags."""
+    config = ac_config.Config.from_values(
+        train_data=f"{data_dir}/train-*.tfrecord", stats=f"{data_dir}/stats.json", model_dir=str(model_dir)
     )
-    flag_values = types.SimpleNamespace(
-        generate_flash_mnist=True, flash_mnist_dir=str(data_dir), **TINY_FLAGS
-    )
-    return config, flag_values
+    return config, ac_config.FlashMnistOptions(generate=True, directory=str(data_dir), **TINY)
 
 
 def _old_dataset(data_dir, metadata):
@@ -95,26 +86,29 @@ def test_train_data_outside_flash_mnist_dir_is_used_as_it_is_and_said(tmp_path, 
     monkeypatch.setattr(fm, "generate_dataset", _no_generation)
     existing = tmp_path / "data" / "flash_mnist"
     _old_dataset(existing, {"dataset": "flash_mnist", "frame_cnn_version": fm.FRAME_CNN_VERSION})
-    config, flag_values = _settings(existing, tmp_path / "run")
-    flag_values.flash_mnist_dir = str(tmp_path / "elsewhere")
-    train.maybe_generate_flash_mnist(config, flag_values)
+    config, options = _settings(existing, tmp_path / "run")
+    train.maybe_generate_flash_mnist(
+        config, dataclasses.replace(options, directory=str(tmp_path / "elsewhere"))
+    )
     said = capsys.readouterr().out
     assert f"--train_data '{existing}/train-*.tfrecord' lies outside --flash_mnist_dir" in said
     assert "nothing is generated" in said
     assert not (tmp_path / "elsewhere").exists()
-    flag_values.flash_mnist_dir = f"{existing}/../flash_mnist/"  # the same directory, written differently
-    train.maybe_generate_flash_mnist(config, flag_values)
+    # The same directory, written differently.
+    train.maybe_generate_flash_mnist(
+        config, dataclasses.replace(options, directory=f"{existing}/../flash_mnist/")
+    )
     assert "lies outside" not in capsys.readouterr().out
 
 
-def test_a_run_on_the_old_features_is_not_resumed(tmp_path, monkeypatch):
+def test_a_run_on_the_old_features_is_refused_before_anything_is_generated(tmp_path, monkeypatch):
     data_dir = tmp_path / "flash_mnist"
     _old_dataset(data_dir, {"dataset": "flash_mnist", "frame_cnn_version": 1})
     checkpoint = tmp_path / "run" / "checkpoints" / "ckpt-1.index"
     os.makedirs(checkpoint.parent)
     checkpoint.write_bytes(b"weights")
-    info = dict(generation_seconds=1.0, num_train_videos=1, num_test_videos=1, cnn_test_digit_accuracy=0.9)
-    monkeypatch.setattr(fm, "generate_dataset", lambda output_dir, **kwargs: info)
-    with pytest.raises(app.UsageError, match="trained on the old features"):
+    monkeypatch.setattr(fm, "generate_dataset", _no_generation)  # minutes of work the refusal must save
+    with pytest.raises(app.UsageError, match="holds a run trained on it. Nothing was generated"):
         train.maybe_generate_flash_mnist(*_settings(data_dir, tmp_path / "run"))
     assert checkpoint.read_bytes() == b"weights"
+    assert (data_dir / "train-00000-of-00001.tfrecord").read_bytes() == b"old features"
