@@ -1,18 +1,25 @@
-"""What every `python -m` command shares: flag parsing, short error messages, a quiet console.
+"""What every `python -m` command shares: flag parsing, short error messages, an honest console.
 
 - `--help` exits 0 (absl's own help flags exit 1).
 - A usage or data error (a bad flag or flagfile, a missing file, a bad record, a statistics file that does
   not fit, a refused configuration change) ends the command with a short message on stderr and exit status
   2, without a traceback; `--verbose` (or the environment variable `AC_KERAS_VERBOSE=1`) shows the full
   traceback. Any other exception is a bug and keeps its traceback.
-- TensorFlow's native log lines (oneDNN and CUDA notices, XLA service lines, rendezvous warnings) are
-  dropped from stderr unless `--verbose`; `quiet_console(__name__)` must run before TensorFlow is imported,
-  so each command module calls it first.
+- The console (`quiet_console`, called by each command module before TensorFlow is imported): every
+  warning, error and fatal line that TensorFlow, XLA, CUDA, Apache Beam or FFmpeg writes reaches stderr,
+  except the lines of `HARMLESS_LINES` (each named, with why it is harmless) and native INFO lines; with
+  `--verbose` nothing is dropped. A process that dies in native code (a fatal line of TensorFlow or XLA, an
+  abort, a crash, the out-of-memory killer) ends with that code's own lines and one line saying what to
+  check, and the command's exit status says how it ended.
 """
 
 import atexit
+import contextlib
+import dataclasses
 import os
 import re
+import select
+import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -26,25 +33,123 @@ USAGE_EXIT_STATUS = 2
 VERBOSE_ENV = "AC_KERAS_VERBOSE"
 
 _VERBOSE = flags.DEFINE_bool(
-    "verbose", False, f"Show full tracebacks and TensorFlow's own log lines (or set {VERBOSE_ENV}=1)."
+    "verbose",
+    False,
+    f"Show full tracebacks and every log line of TensorFlow and Beam (or set {VERBOSE_ENV}=1).",
 )
 
-# A native (C++) log line of TensorFlow, XLA or absl ("I0000 00:00:1795931733.157615  6401 port.cc:153] ...",
-# from a C++ source file; absl's Python log lines name .py files and are kept), absl's notice before its
-# initialization, and the continuation line of TensorFlow's CPU-feature notice.
-_NATIVE_LOG_LINE = re.compile(
-    rb"^(?:[IWEF]\d{4} \d\d:\d\d:[\d.]+\s+\d+ [\w./-]+\.(?:cc|h|cpp|c):\d+\] "
-    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:[\d.]+: [IWEF] [\w./-]+\.(?:cc|h|cpp|c):\d+\] "
-    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    rb"|To enable the following instructions: .* rebuild TensorFlow)"
-    # Apache Beam's worker harness notices (tfrecords.extract): the job service's copies of worker log
-    # lines, optional cloud clients it did not find, and its start-up remarks.
-    rb"|^[IW]\d{4} [\d:. ]+\d+ local_job_service\.py:\d+\] Worker: "
-    rb"|^[IW]\d{4} [\d:. ]+\d+ (?:__init__|bigquery)\.py:\d+\] (?:apitools not found|No module named google)"
-    rb"|^WARNING:root:apitools not found"
-    rb"|^(?:INFO|WARNING):__main__:(?:Logging handler created|No semi_persistent_directory)"
-    rb"|^WARNING:apache_beam\.options\.pipeline_options:Discarding unparseable args"
+# A native (C++) log line of TensorFlow, XLA or absl names a C++ source file ("I0000 00:00:1795931733.157615
+# 6401 port.cc:153] ..."); absl's Python log lines name .py files.
+_NATIVE_INFO = re.compile(
+    rb"^(?:I\d{4} [\d:.]+\s+\d+ |\d{4}-\d\d-\d\d [\d:.]+: I )[\w./-]+\.(?:cc|h|cpp|c):\d+\] "
 )
+_NATIVE_FATAL = re.compile(
+    rb"^(?:F\d{4} [\d:.]+\s+\d+ |\d{4}-\d\d-\d\d [\d:.]+: F )[\w./-]+\.(?:cc|h|cpp|c):\d+\] "
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class HarmlessLine:
+    """A line the console drops (without --verbose): what it is and why it is harmless.
+
+    Attributes:
+        name: a short name (tests and docs refer to it).
+        pattern: regular expression (bytes) matched at the start of the line.
+        why: why the line says nothing a user must know.
+        only_without_gpu: drop it only on a machine without an NVIDIA device (`/dev/nvidiactl` absent).
+    """
+
+    name: str
+    pattern: bytes
+    why: str
+    only_without_gpu: bool = False
+
+
+# Every line the console drops besides native INFO lines: a short list, each with why. Anything else that
+# TensorFlow, XLA, CUDA, Beam or FFmpeg writes to stderr (warnings, errors, fatal lines) reaches the person.
+HARMLESS_LINES = (
+    HarmlessLine(
+        "absl-before-init",
+        rb"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$",
+        "absl's notice, at TensorFlow's import, that native logging starts before its initialization; it "
+        "says nothing about the run.",
+    ),
+    HarmlessLine(
+        "cpu-instructions",
+        rb"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags",
+        "the second line of TensorFlow's INFO notice of CPU instructions its build does not use (speed, "
+        "not correctness).",
+    ),
+    HarmlessLine(
+        "cuinit-without-gpu",
+        rb"^E\d{4} [\d:.]+\s+\d+ cuda_\w+\.cc:\d+\] failed call to cuInit: ",
+        "TensorFlow's CUDA build probing for a GPU on a machine that has no NVIDIA device: it then runs "
+        "on the CPU, as it must. Shown on a machine with an NVIDIA device (/dev/nvidiactl), where it means "
+        "the GPU is not used.",
+        only_without_gpu=True,
+    ),
+    HarmlessLine(
+        "end-of-sequence",
+        rb"^W\d{4} [\d:.]+\s+\d+ local_rendezvous\.cc:\d+\] Local rendezvous is aborting with status: "
+        rb"OUT_OF_RANGE: End of sequence",
+        "tf.data's end of an input pass, seen by a function that asked for one more batch: every pass "
+        "over the data ends so.",
+    ),
+    HarmlessLine(
+        "beam-no-cloud-clients",
+        rb"^(?:[IW]\d{4} [\d:. ]+\d+ (?:__init__|bigquery)\.py:\d+\] |WARNING:root:)"
+        rb"(?:apitools not found|No module named google)",
+        "Apache Beam's note that the optional Google Cloud clients are not installed (needed only for "
+        "Dataflow and GCS, which bring them with apache-beam[gcp]).",
+    ),
+)
+_NO_GPU = not os.path.exists("/dev/nvidiactl")
+
+# What a command's console prints when the command died in native code, by how it died.
+_DEATH_ADVICE = {
+    signal.SIGABRT: "was aborted in native code (SIGABRT)",
+    signal.SIGSEGV: "crashed in native code (SIGSEGV)",
+    signal.SIGBUS: "crashed in native code (SIGBUS)",
+    signal.SIGILL: "crashed in native code (SIGILL: an instruction this CPU lacks?)",
+    signal.SIGFPE: "crashed in native code (SIGFPE)",
+}
+_CHECK = (
+    "Check what the lines above name: an environment variable (XLA_FLAGS, TF_*, CUDA_VISIBLE_DEVICES), the "
+    "GPU driver and CUDA libraries, free memory; --verbose shows every log line."
+)
+
+
+def dropped_line(line: bytes, *, no_gpu: bool = _NO_GPU) -> HarmlessLine | str | None:
+    """Why the console drops `line` (a `HarmlessLine`, or "native INFO"), or None when it is shown."""
+    if _NATIVE_INFO.match(line):
+        return "native INFO"
+    for harmless in HARMLESS_LINES:
+        if (no_gpu or not harmless.only_without_gpu) and re.match(harmless.pattern, line):
+            return harmless
+    return None
+
+
+def death_message(program: str, status: int, saw_fatal_line: bool) -> str:
+    """The line a command's console prints when the command ended without Python finishing it.
+
+    Args:
+        program: the command's name.
+        status: the `os.waitpid` status of the command's process.
+        saw_fatal_line: whether a native fatal (F) line was written before.
+    """
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        if number == signal.SIGKILL:
+            return (
+                f"{program}: error: the process was killed (SIGKILL), most often by the system's "
+                "out-of-memory killer (`dmesg` says): lower --batch_size or --shuffle_buffer_mb, or free "
+                "memory."
+            )
+        how = _DEATH_ADVICE.get(number, f"was ended by signal {signal.Signals(number).name}")
+        return f"{program}: error: the process {how}. {_CHECK}"
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
+    cause = "a fatal error of TensorFlow or XLA (the F line above)" if saw_fatal_line else "native code"
+    return f"{program}: error: the process was ended by {cause} with exit status {code}. {_CHECK}"
 
 
 def verbose_requested(argv: Sequence[str] = ()) -> bool:
@@ -54,41 +159,207 @@ def verbose_requested(argv: Sequence[str] = ()) -> bool:
     return any(arg in ("--verbose", "--verbose=true", "--verbose=1") for arg in argv[1:])
 
 
-def quiet_console(module_name: str) -> None:
-    """In a command's `__main__` without `--verbose`: drop TensorFlow's native log lines from stderr.
+class _LineFilter:
+    """Copies the lines of a pipe to a file descriptor, all but the dropped ones (`dropped_line`)."""
 
-    Native code writes to file descriptor 2 directly, so the descriptor is pointed at a pipe whose lines a
-    thread copies to the real stderr, all but the native log lines. At exit the descriptor is restored and
-    the rest of the pipe is copied. Does nothing when imported as a library (`module_name != "__main__"`).
-    """
-    if module_name != "__main__" or verbose_requested(sys.argv):
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    def __init__(self, output_fd: int, verbose: bool):
+        self.output_fd = output_fd
+        self.verbose = verbose
+        self.pending = b""
+        self.saw_fatal_line = False
+        self._continuing = False  # inside a dropped line's indented continuation lines
+
+    def feed(self, chunk: bytes) -> None:
+        self.pending += chunk
+        *lines, self.pending = self.pending.split(b"\n")
+        self._write(lines)
+
+    def close(self) -> None:
+        if self.pending:
+            self._write([self.pending], newline=False)
+            self.pending = b""
+
+    def _write(self, lines, newline=True) -> None:
+        kept = []
+        for line in lines:
+            if _NATIVE_FATAL.match(line):
+                self.saw_fatal_line = True
+            drop = not self.verbose and (
+                dropped_line(line) is not None or (self._continuing and line[:1] in (b"\t", b" "))
+            )
+            self._continuing = drop
+            if not drop:
+                kept.append(line + (b"\n" if newline else b""))
+        if kept:
+            _write_all(self.output_fd, b"".join(kept))
+
+
+def _write_all(fd: int, data: bytes) -> None:
     try:
-        real_stderr = os.dup(2)
+        while data:
+            data = data[os.write(fd, data) :]
+    except OSError:  # the reader of stderr went away: nothing left to tell
+        pass
+
+
+def quiet_console(module_name: str) -> None:
+    """In a command's `__main__`: the console of `HARMLESS_LINES`, and a word when native code kills it.
+
+    The process forks before TensorFlow is imported: the command runs on in the child, whose stderr (file
+    descriptor 2, which native code writes to directly, and every process it starts) is a pipe; the parent
+    copies the pipe's lines to the real stderr (all but the dropped ones), waits for the command and exits
+    with its status. When the command ended without Python finishing it (a fatal line of TensorFlow or
+    XLA, an abort, a crash, SIGKILL), the parent adds one line saying so and what to check. The child dies
+    with the parent (a SIGKILL of the command kills both); SIGTERM and SIGHUP sent to the parent are passed
+    on. Without `os.fork` the lines are filtered by a thread instead, and nothing is added at a native death.
+    Does nothing when imported as a library (`module_name != "__main__"`).
+    """
+    if module_name != "__main__":
+        return
+    verbose = verbose_requested(sys.argv)
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # native INFO lines, where TensorFlow honours it
+    try:
         read_end, write_end = os.pipe()
+        status_read, status_write = os.pipe()
     except OSError:
         return
+    sys.stdout.flush()
     sys.stderr.flush()
+    if not hasattr(os, "fork"):
+        _filter_in_a_thread(read_end, write_end, verbose)
+        return
+    parent = os.getpid()
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        os.close(status_read)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        _die_with_parent(parent)
+        # Python's own exit (normal, sys.exit, an exception's traceback) says so; native code's exit does not.
+        command = os.getpid()
+        atexit.register(lambda: os.getpid() == command and _write_all(status_write, b"python exit"))
+        return
+    os.close(write_end)
+    os.close(status_write)
+    _supervise(child, read_end, status_read, verbose)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Makes the command's process die when its console process does (as one process would)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        if libc.prctl(pr_set_pdeathsig, signal.SIGKILL) == 0:
+            if os.getppid() != parent:  # the parent died before the request took effect
+                os.kill(os.getpid(), signal.SIGKILL)
+            return
+    except (OSError, AttributeError):
+        pass
+
+    def watch():  # where prctl does not exist (macOS)
+        while os.getppid() == parent:
+            threading.Event().wait(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="ac_keras-parent-watch", daemon=True).start()
+
+
+def _supervise(child: int, read_end: int, status_read: int, verbose: bool) -> None:
+    """The console process: copies the command's stderr, waits for it, exits with its status."""
+    forwarded = []
+
+    def forward(number, _frame):
+        forwarded.append(number)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, number)
+
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, forward)
+    # Ctrl-C reaches the command from the terminal directly (one process group); here it would only cut
+    # the copying short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    lines = _LineFilter(2, verbose)
+    status = None
+    open_ends = {read_end, status_read}
+    said = b""
+    while open_ends:
+        try:
+            ready, _, _ = select.select(sorted(open_ends), [], [], 0.2)
+        except InterruptedError:
+            continue
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if fd == status_read:
+                said += chunk
+            else:
+                lines.feed(chunk)
+            if not chunk:
+                open_ends.discard(fd)
+                os.close(fd)
+        if status is None:
+            pid, waited = os.waitpid(child, os.WNOHANG)
+            if pid:
+                status = waited
+                # Processes the command started may hold its stderr open: what they wrote is copied, then
+                # the console ends with the command.
+                for fd in sorted(open_ends):
+                    if fd == read_end:
+                        _drain(fd, lines)
+                    else:
+                        said += _read_available(fd)
+                    os.close(fd)
+                open_ends.clear()
+    lines.close()
+    if status is None:
+        _, status = os.waitpid(child, 0)
+    if not said and not forwarded:
+        _write_all(2, (death_message(_program(sys.argv[0]), status, lines.saw_fatal_line) + "\n").encode())
+    if os.WIFSIGNALED(status):  # end as the command ended, so the caller sees the same status
+        number = os.WTERMSIG(status)
+        with contextlib.suppress(OSError, ValueError):
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # the console's own core is of no use
+        with contextlib.suppress(OSError, ValueError):
+            if number != signal.SIGKILL:
+                signal.signal(number, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
+            os.kill(os.getpid(), number)
+        os._exit(128 + number)
+    os._exit(os.WEXITSTATUS(status))
+
+
+def _drain(fd: int, lines: _LineFilter) -> None:
+    lines.feed(_read_available(fd))
+
+
+def _read_available(fd: int) -> bytes:
+    """What a pipe holds now (or within 50 ms)."""
+    data = b""
+    while select.select([fd], [], [], 0.05)[0]:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _filter_in_a_thread(read_end: int, write_end: int, verbose: bool) -> None:
+    """Without `os.fork`: fd 2 becomes the pipe, a thread copies its lines, the rest is copied at exit."""
+    real_stderr = os.dup(2)
     os.dup2(write_end, 2)
     os.close(write_end)
+    lines = _LineFilter(real_stderr, verbose)
 
     def copy_lines():
         with os.fdopen(read_end, "rb", buffering=0) as pipe:
-            pending = b""
-            dropping = False  # inside a dropped native line's indented continuation lines
             while chunk := pipe.read(65536):
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                kept = []
-                for line in lines:
-                    dropping = bool(_NATIVE_LOG_LINE.match(line)) or (dropping and line[:1] in (b"\t", b" "))
-                    if not dropping:
-                        kept.append(line + b"\n")
-                if kept:
-                    os.write(real_stderr, b"".join(kept))
-            if pending and not _NATIVE_LOG_LINE.match(pending):
-                os.write(real_stderr, pending)
+                lines.feed(chunk)
+        lines.close()
 
     thread = threading.Thread(target=copy_lines, name="ac_keras-stderr", daemon=True)
     thread.start()

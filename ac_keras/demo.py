@@ -12,17 +12,14 @@ from ac_keras import cli  # first: a command's console is quieted before TensorF
 
 cli.quiet_console(__name__)
 
-import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import flags
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import flags  # noqa: E402
-
-from ac_keras.model import build_model  # noqa: E402
+from ac_keras.model import build_model
 
 DEMO_FEATURES = {"rgb": 16, "audio": 8}
 

@@ -49,18 +49,42 @@ def test_bugs_keep_their_traceback():
     assert cli.user_error_message(other) is None
 
 
-def test_native_log_lines_are_recognised_and_python_log_lines_kept():
-    native = [
-        b"I0000 00:00:1795931733.157615    6401 port.cc:153] oneDNN custom operations are on.",
-        b"E0000 00:00:1795931753.032900    6676 cuda_platform.cc:52] failed call to cuInit",
-        b"W0000 00:00:1795931772.091754    7393 local_rendezvous.cc:412] Local rendezvous is aborting",
-        b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
-        b"2026-11-29 06:01:02.123456: I tensorflow/core/platform/cpu_feature_guard.cc:210] This TensorFlow",
-    ]
+def test_only_native_info_and_the_named_harmless_lines_are_dropped():
+    dropped = {
+        b"I0000 00:00:1795931733.157615    6401 port.cc:153] oneDNN custom operations are on.": "native INFO",
+        b"2026-11-29 06:01:02.123456: I tensorflow/core/platform/cpu_feature_guard.cc:210] This TensorFlow": (
+            "native INFO"
+        ),
+        b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR": (
+            "absl-before-init"
+        ),
+        b"To enable the following instructions: AVX2 AVX512F FMA, in other operations, rebuild TensorFlow with "
+        b"the appropriate compiler flags.": "cpu-instructions",
+        b"E0000 00:00:1796524432.604217    8075 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: "
+        b"Failed call to cuInit: UNKNOWN ERROR (303)": "cuinit-without-gpu",
+        b"W0000 00:00:1795931772.091754    7393 local_rendezvous.cc:412] Local rendezvous is aborting with status: "
+        b"OUT_OF_RANGE: End of sequence": "end-of-sequence",
+        b"WARNING:root:apitools not found": "beam-no-cloud-clients",
+    }
+    for line, why in dropped.items():
+        reason = cli.dropped_line(line, no_gpu=True)
+        assert getattr(reason, "name", reason) == why, line
     kept = [
+        # Warnings, errors and fatal lines of native code that are not on the list.
+        b"W0000 00:00:1795931772.091754    7393 local_rendezvous.cc:412] Local rendezvous is aborting with status: "
+        b"INVALID_ARGUMENT: bad input",
+        b"W0000 00:00:1795931772.1    7393 cpu_allocator_impl.cc:83] Allocation of 1 exceeds 10% of free memory.",
+        b"E0000 00:00:1796524432.604217    8075 cuda_dnn.cc:52] Could not create cudnn handle",
+        b"F0000 00:00:1796524477.991598    8590 parse_flags_from_env.cc:234] Unknown flag in XLA_FLAGS: --xla_x",
+        # Python log lines, and our own output.
         b"W1129 06:05:03.123456 140290920541056 files.py:105] Record file x is empty (0 bytes)",
+        b"WARNING:apache_beam.runners.worker.sdk_worker:Error processing instruction",
         b"ac_keras.train: error: No files match file_pattern 'x*'.",
         b"Epoch 1/10",
     ]
-    assert all(cli._NATIVE_LOG_LINE.match(line) for line in native)
-    assert not any(cli._NATIVE_LOG_LINE.match(line) for line in kept)
+    for line in kept:
+        assert cli.dropped_line(line, no_gpu=True) is None, line
+    # On a machine with an NVIDIA device, a failed cuInit means the GPU is not used: it is shown.
+    cuinit = next(line for line, why in dropped.items() if why == "cuinit-without-gpu")
+    assert cli.dropped_line(cuinit, no_gpu=False) is None
+    assert all(harmless.why for harmless in cli.HARMLESS_LINES)
