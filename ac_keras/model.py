@@ -154,7 +154,9 @@ def build_model(
         alpha_initializer: shift scale initializer, None for the authors' reference. Defaults to None.
         beta_initializer: shift offset initializer, None for the authors' reference. Defaults to None.
         kernel_regularizer: optional regularizer of the attention kernels (of the LSTM input kernels or the
-            convolution kernels for those aggregators). Defaults to None.
+            convolution kernels for those aggregators); its penalties are `model.losses`, which Keras's
+            `fit` and ac_keras's training loop (`Trainer`, through a `Task` whose `build_model` passes it)
+            add to the loss. Defaults to None.
         aggregator: how each modality's frames become one vector: `"attention_cluster"` (the paper's
             method), `"average"` (`AverageAggregator`), `"flatten"` (`FlattenAggregator`, needs
             `flatten_frames`), `"bilstm"` (`BiLSTMAggregator`), `"ts_lstm"` (`TSLSTMAggregator`) or

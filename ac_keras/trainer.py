@@ -5,15 +5,19 @@ ragged inputs under MirroredStrategy, so ac_keras trains with one loop of its ow
 
 - the global batch is split across replicas by `experimental_distribute_dataset`, so every strategy sees the
   same samples per step and the per-replica losses are summed over the global batch size;
-- checkpoints (model, optimizer, step counters) are written every `checkpoint_every` steps and at each epoch
-  end by `tf.train.CheckpointManager` (TensorFlow writes them to temporary names and renames them, and updates
-  its state file atomically); a restarted run resumes from the latest one at the same step, with the same
-  optimizer state and the same position in the epoch (the epoch's shuffle is seeded by the epoch number and
-  the batches already done are skipped);
+- checkpoints (model, optimizer, step counters, the best value) are written every `checkpoint_every` steps
+  and once at each epoch end, after the evaluation, by `tf.train.CheckpointManager` (TensorFlow writes them
+  to temporary names and renames them, and updates its state file atomically); a restarted run resumes
+  from the latest one at the same step, with the same optimizer state and the same position in the epoch
+  (the epoch's shuffle is seeded by the epoch number and the batches already done are skipped); a step
+  checkpoint is written when the next step is about to run, so one that falls on the epoch's end is the
+  epoch's checkpoint, written once;
 - after each epoch the evaluation set is scored (`ac_keras.evaluation`), scalars go to TensorBoard under
   `model_dir`, and the best model by the evaluation metric is kept (`ac_keras.artifacts`);
-- a non-finite loss stops training with `TrainingDivergedError` before anything is saved, so the last
-  good checkpoint stays the latest;
+- each step's loss stays on the device until the progress is shown (about every `DISPLAY_SECONDS`) or a
+  checkpoint is due: then the losses since the last look are read at once and checked; a non-finite one
+  stops training with `TrainingDivergedError` (naming its step) before anything is saved, so the last good
+  checkpoint stays the latest;
 - a model_dir whose `config.json` holds other settings (beyond those a resumed run may change) is refused
   before anything is restored or written (`artifacts.check_same_run`).
 
@@ -39,6 +43,7 @@ from ac_keras.model import model_parts
 from ac_keras.optimizers import FusedUpdate, fused_update_unsupported
 
 SUMMARY_EVERY = 10  # steps between TensorBoard step scalars
+DISPLAY_SECONDS = 0.5  # the progress bar (and the loss read from the device) at most this often
 
 log = logging.getLogger("ac_keras")
 
@@ -51,32 +56,128 @@ class Callback:
     """Hooks `Trainer.train` calls; override the ones needed. An exception raised in one ends training."""
 
     def on_step_end(self, trainer, logs):
-        """After each step; `logs` has `step` (global), `loss` and `samples` (of this step)."""
+        """After each step; `logs` has `step` (the global step, an int), `loss` and `samples` (this step's,
+        scalar tensors: reading one, e.g. `float(logs["loss"])`, waits for the step to finish on the
+        device, which the loop itself avoids)."""
 
     def on_epoch_end(self, trainer, epoch, logs):
-        """After each epoch's checkpoint (`epoch` counts from 1); `logs` has `loss` and `accuracy`."""
+        """After each epoch's evaluation and checkpoint (`epoch` counts from 1); `logs` has `loss` and
+        `accuracy`."""
 
     def on_evaluation(self, trainer, epoch, results):
-        """After each evaluation and the best-model update (`epoch` counts from 1)."""
+        """After each evaluation, the best-model update and the epoch's checkpoint (`epoch` counts from 1)."""
 
 
 def make_apply_gradients(optimizer, variables, fused):
     """The function that applies one step's gradients: `FusedUpdate` when `fused` and supported, else
-    Keras's `optimizer.apply` (the reason is logged)."""
-    reason = fused_update_unsupported(optimizer, variables) if fused else "--nofused_optimizer"
+    Keras's `optimizer.apply`. A fused update asked for but not supported prints one warning line saying
+    why."""
+    if not fused:
+        return optimizer.apply
+    reason = fused_update_unsupported(optimizer, variables)
     if reason is None:
         return FusedUpdate(optimizer, variables)
-    log.info("Optimizer update: Keras optimizer.apply (the fused update does not support %s).", reason)
+    log.warning(
+        "The fused optimizer update does not support %s: Keras's optimizer.apply runs instead (the same "
+        "update, slower; --nofused_optimizer silences this).",
+        reason,
+    )
     return optimizer.apply
 
 
 def make_training_head(model, seed, fused):
-    """The fused dropout + classifier of the training step (`ac_keras.head`), or None for the Keras layers."""
-    reason = head_lib.head_unsupported(model) if fused else "--nofused_head"
+    """The fused dropout + classifier of the training step (`ac_keras.head`), or None for the Keras layers.
+    A fused head asked for but not supported prints one warning line saying why."""
+    if not fused:
+        return None
+    reason = head_lib.head_unsupported(model)
     if reason is None:
         return head_lib.TrainingHead(model, seed)
-    log.info("Training head: Keras Dropout and Dense layers (the fused head does not support %s).", reason)
+    log.warning(
+        "The fused training head does not support %s: the model's Keras Dropout and Dense layers run instead "
+        "(the same function, slower; --nofused_head silences this).",
+        reason,
+    )
     return None
+
+
+class _EpochProgress:
+    """One epoch's running figures, kept on the device between looks (`Trainer._train_epoch`).
+
+    `add` keeps each step's loss, hits and count as tensors (no host read); `look` reads those since the
+    last look in one go, checks the losses, adds them to the sums and `loss_history`, writes the
+    TensorBoard step scalars, and brings the trainer's step counters up to date.
+    """
+
+    def __init__(self, trainer, epoch, *, start_step, done):
+        self.trainer = trainer
+        self.epoch = epoch
+        self.step = start_step  # the global step of the last step run
+        self.done = done  # steps of this epoch run, those before a resume included
+        self.loss_sum = self.hits_sum = self.count_sum = 0.0
+        self.start = time.perf_counter()
+        self.last_look = -math.inf
+        self._pending = []  # (step, loss, hits, count) tensors not read yet
+
+    def add(self, loss, hits, count):
+        self.step += 1
+        self.done += 1
+        self._pending.append((self.step, loss, hits, count))
+
+    def due(self):
+        """Whether the progress is to be shown now: the first step, then about every DISPLAY_SECONDS."""
+        return self.done == 1 or time.perf_counter() - self.last_look >= DISPLAY_SECONDS
+
+    def look(self):
+        """Reads and checks the steps since the last look; raises `TrainingDivergedError` at a bad loss."""
+        trainer = self.trainer
+        self.last_look = time.perf_counter()
+        if self._pending:
+            steps = [step for step, *_ in self._pending]
+            values = tf.stack([tf.cast(tf.stack(row[1:]), tf.float64) for row in self._pending]).numpy()
+            self._pending = []
+            for step, (loss, hits, count) in zip(steps, values, strict=True):
+                if not math.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"Training loss became {loss} at step {step} (epoch {self.epoch + 1}). Nothing was "
+                        "saved after the last good checkpoint "
+                        f"({trainer.manager.latest_checkpoint or 'none yet'}). Lower --learning_rate, keep "
+                        "--clip_norm on, or look for NaN/Inf in the features (python -m tfrecords.stats)."
+                    )
+                self.loss_sum += loss * count
+                self.hits_sum += hits
+                self.count_sum += count
+                trainer.loss_history.append((step, float(loss)))
+            self._write_summaries(steps, values[:, 0])
+        trainer.step.assign(self.step)
+        trainer.step_in_epoch.assign(self.done)
+
+    def values(self):
+        """The progress bar's figures of the steps looked at so far."""
+        if not self.count_sum:
+            return []
+        return [
+            ("loss", self.loss_sum / self.count_sum),
+            ("accuracy", self.hits_sum / self.count_sum),
+            ("samples/s", self.count_sum / max(time.perf_counter() - self.start, 1e-9)),
+        ]
+
+    def _write_summaries(self, steps, losses):
+        trainer = self.trainer
+        if not trainer.is_chief:
+            return
+        throughput = self.count_sum / max(time.perf_counter() - self.start, 1e-9)
+        learning_rate = None
+        for step, loss in zip(steps, losses, strict=True):
+            first_of_epoch = self.done - (self.step - step) == 1
+            if step % SUMMARY_EVERY and not first_of_epoch:
+                continue
+            if learning_rate is None:
+                learning_rate = float(np.asarray(trainer.optimizer.learning_rate.numpy()))
+            with trainer.train_writer.as_default(step=int(step)):
+                tf.summary.scalar("loss", float(loss))
+                tf.summary.scalar("learning_rate", learning_rate)
+                tf.summary.scalar("samples_per_second", throughput)
 
 
 class Trainer:
@@ -143,7 +244,11 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- steps
     def make_train_step(self):
-        """The compiled training step: a distributed batch -> (loss, hits, count), summed over replicas."""
+        """The compiled training step: a distributed batch -> (loss, hits, count), summed over replicas.
+
+        The loss is the data loss plus the model's regularization losses (`model.losses`: the penalties of
+        kernel regularizers given to `build_model`), which the gradients include.
+        """
         config = self.config
         global_batch = config.training.batch_size
         optimizer = self.optimizer
@@ -163,6 +268,11 @@ class Trainer:
                 if sample_weight is not None:
                     per_example *= tf.cast(sample_weight, per_example.dtype)
                 loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+                if self.model.losses:  # the layers' kernel regularizers (build_model(kernel_regularizer=...))
+                    # Each replica adds its share, so the replicas' sum holds the penalty once.
+                    loss += tf.nn.scale_regularization_loss(
+                        tf.add_n([tf.cast(penalty, tf.float32) for penalty in self.model.losses])
+                    )
                 scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
             gradients = tape.gradient(scaled, variables)
             apply_gradients(gradients, variables)
@@ -247,6 +357,10 @@ class Trainer:
     def train(self, *, step_fn=None, dataset_fn=None):
         """Runs (or resumes) training to `epochs`; returns the last evaluation metrics (or {}).
 
+        Each epoch: the steps (a checkpoint every `checkpoint_every` steps, written before the next step
+        runs), then the evaluation and the best model, then one checkpoint of the epoch's end (it records
+        the best value too), then the callbacks' `on_epoch_end` and `on_evaluation`.
+
         Args:
             step_fn: the step to run on each distributed batch, returning `(loss, hits, count)`; defaults
                 to `make_train_step()`.
@@ -273,15 +387,29 @@ class Trainer:
 
         results = {}
         while int(self.epoch.numpy()) < config.training.epochs:
-            self._train_epoch(step_fn, dataset_fn)
+            logs = self._train_epoch(step_fn, dataset_fn)
+            epoch = int(self.epoch.numpy())
             if config.data.eval_data:
                 results = self.evaluate()
-                self._record_evaluation(results, int(self.epoch.numpy()))
+                self._record_evaluation(results, epoch)
+            self._maybe_save()
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, epoch, logs)
+            if config.data.eval_data:
+                for callback in self.callbacks:
+                    callback.on_evaluation(self, epoch, results)
         self.train_writer.flush()
         self.eval_writer.flush()
         return results
 
     def _train_epoch(self, step_fn, dataset_fn):
+        """Runs one epoch's steps; leaves the step counters at its end (the caller saves); returns its logs.
+
+        A step's loss stays on the device until it is shown: the progress bar and the TensorBoard scalars
+        are updated about every `DISPLAY_SECONDS`, and all losses since the last look are read then (one
+        read), checked (a non-finite one stops training, naming its step) and kept in `loss_history`. They
+        are also read and checked before each checkpoint, so no checkpoint holds a diverged model.
+        """
         config = self.config
         epochs = config.training.epochs
         epoch = int(self.epoch.numpy())
@@ -296,70 +424,46 @@ class Trainer:
         )
         if show:
             print(f"Epoch {epoch + 1}/{epochs}" + (f" (resuming at step {skip})" if skip else ""), flush=True)
-        loss_sum = hits_sum = count_sum = 0.0
-        start = time.perf_counter()
-        done = skip
+        progress = _EpochProgress(self, epoch, start_step=int(self.step.numpy()), done=skip)
+        save_due = False
         for batch in self.strategy.experimental_distribute_dataset(dataset):
-            loss, hits, count = step_fn(batch)
-            loss = float(loss)
-            if not math.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"Training loss became {loss} at step {int(self.step.numpy()) + 1} "
-                    f"(epoch {epoch + 1}). "
-                    f"Nothing was saved after the last good checkpoint "
-                    f"({self.manager.latest_checkpoint or 'none yet'}). Lower --learning_rate, keep "
-                    "--clip_norm on, or look for NaN/Inf in the features (python -m tfrecords.stats)."
-                )
-            self.step.assign_add(1)
-            self.step_in_epoch.assign_add(1)
-            done += 1
-            loss_sum += loss * float(count)
-            hits_sum += float(hits)
-            count_sum += float(count)
-            throughput = count_sum / max(time.perf_counter() - start, 1e-9)
-            bar.update(
-                done,
-                [
-                    ("loss", loss_sum / count_sum),
-                    ("accuracy", hits_sum / count_sum),
-                    ("samples/s", throughput),
-                ],
-            )
-            step = int(self.step.numpy())
-            self.loss_history.append((step, loss))
-            if self.is_chief and (step % SUMMARY_EVERY == 0 or done == 1):
-                with self.train_writer.as_default(step=step):
-                    tf.summary.scalar("loss", loss)
-                    tf.summary.scalar(
-                        "learning_rate", float(np.asarray(self.optimizer.learning_rate.numpy()))
-                    )
-                    tf.summary.scalar("samples_per_second", throughput)
-            for callback in self.callbacks:
-                callback.on_step_end(self, {"step": step, "loss": loss, "samples": float(count)})
-            if step % config.runtime.checkpoint_every == 0:
+            if save_due:  # the step checkpoint, once the epoch goes on (its end writes one anyway)
+                progress.look()
                 self._maybe_save()
-        if count_sum == 0 and skip == 0:
+                save_due = False
+            loss, hits, count = step_fn(batch)
+            progress.add(loss, hits, count)
+            for callback in self.callbacks:
+                callback.on_step_end(self, {"step": progress.step, "loss": loss, "samples": count})
+            if progress.due():
+                progress.look()
+                bar.update(progress.done, progress.values())
+            if progress.step % config.runtime.checkpoint_every == 0:
+                save_due = True
+        progress.look()
+        if progress.count_sum == 0 and skip == 0:
             raise DataError(
                 f"--train_data {config.data.train_data!r} produced no training batch (no records, or every "
                 "video skipped)."
             )
-        bar.update(done, finalize=True)
-        self.epoch_steps.assign(done)
+        bar.update(progress.done, progress.values() if progress.count_sum else None, finalize=True)
+        self.epoch_steps.assign(progress.done)
         self.epoch.assign_add(1)
         self.step_in_epoch.assign(0)
-        self._maybe_save()
         logs = {}
-        if count_sum:
-            logs = {"loss": loss_sum / count_sum, "accuracy": hits_sum / count_sum}
+        if progress.count_sum:
+            logs = {
+                "loss": progress.loss_sum / progress.count_sum,
+                "accuracy": progress.hits_sum / progress.count_sum,
+            }
             if self.is_chief:
                 with self.train_writer.as_default(step=int(self.step.numpy())):
                     tf.summary.scalar("epoch_loss", logs["loss"])
                     tf.summary.scalar("epoch_accuracy", logs["accuracy"])
-        for callback in self.callbacks:
-            callback.on_epoch_end(self, epoch + 1, logs)
+        return logs
 
     def _record_evaluation(self, results, epoch):
-        """Logs the evaluation of `epoch` (from 1), keeps the best model, then calls the callbacks."""
+        """Logs the evaluation of `epoch` (from 1) and keeps the best model; the caller then saves."""
         config = self.config
         self.eval_history.append((epoch, dict(results)))
         summary = ", ".join(f"{name} {value:.4f}" for name, value in sorted(results.items()))
@@ -379,9 +483,6 @@ class Trainer:
                     **{name: float(value) for name, value in results.items()},
                 }
                 artifacts.write_best_model(config.runtime.model_dir, self.model, record)
-            self._maybe_save()
-        for callback in self.callbacks:
-            callback.on_evaluation(self, epoch, results)
 
     def best_or_final_model(self):
         """The best model by the evaluation metric if one was kept, else the trained model (plain copies)."""

@@ -132,6 +132,19 @@ def test_unsupported_heads_are_named():
         head.TrainingHead(other, seed=0)
 
 
+def test_the_training_loop_warns_in_one_line_when_the_fused_head_does_not_apply(caplog):
+    from ac_keras.trainer import make_training_head
+
+    inputs = keras.Input((4,))
+    other = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with caplog.at_level("WARNING", logger="ac_keras"):
+        assert make_training_head(other, seed=0, fused=True) is None
+        assert make_training_head(other, seed=0, fused=False) is None  # asked for: nothing to say
+    assert [record.levelname for record in caplog.records] == ["WARNING"]
+    message = caplog.records[0].getMessage()
+    assert "not built by ac_keras.model.build_model" in message and len(message.splitlines()) == 1
+
+
 def test_the_head_reaches_the_model_through_model_parts():
     model = build_model({"rgb": 8, "audio": 4}, {"rgb": 2, "audio": 3}, num_classes=3, dropout=0.3)
     parts = model_parts(model)

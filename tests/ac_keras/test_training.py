@@ -297,7 +297,8 @@ def test_mirrored_strategy_matches_default(data_dir, tmp_path):
 
 
 class _DivergingTask(Task):
-    """A task whose loss turns NaN from step 8 on, as a diverging run's would (`step` set by the test)."""
+    """A task whose loss turns NaN from step 8 on, as a diverging run's would (`step` set by the test: the
+    optimizer's iteration count, 7 when step 8 runs)."""
 
     step = None
 
@@ -311,7 +312,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_checkpoint(data_dir, t
     config = _config(data_dir, tmp_path, epochs=3)
     task = _DivergingTask(config)
     trainer = Trainer(task, progress=False)
-    task.step = trainer.step
+    task.step = trainer.optimizer.iterations
     with pytest.raises(TrainingDivergedError, match=r"loss became nan at step 8 \(epoch 1\)") as error:
         trainer.train()
     assert "ckpt-5" in str(error.value)
@@ -322,6 +323,89 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_checkpoint(data_dir, t
         value = np.asarray(reader.get_tensor(name))
         if np.issubdtype(value.dtype, np.floating):
             assert not np.any(np.isnan(value)), name
+
+
+@pytest.mark.slow
+def test_each_checkpoint_is_written_once_and_the_epoch_end_holds_the_best_value(data_dir, tmp_path):
+    # 16 steps per epoch and a checkpoint every 8: the step checkpoint, the epoch's end and an improved best
+    # model all fall on step 16 and 32; each step is written once.
+    config = _config(data_dir, tmp_path, epochs=2, checkpoint_every=8, export=False)
+    trainer = Trainer(Task(config), progress=False)
+    written = []
+    save = trainer.manager.save
+
+    def counting_save(*args, **kwargs):
+        written.append(int(trainer.step.numpy()))
+        return save(*args, **kwargs)
+
+    trainer.manager.save = counting_save
+    trainer.train()
+    assert written == [8, 16, 24, 32]
+    assert [epoch for epoch, _ in trainer.eval_history] == [1, 2]
+    best = max(results["top1"] for _, results in trainer.eval_history)
+    latest = tf.train.load_checkpoint(trainer.manager.latest_checkpoint)
+    assert latest.get_tensor("best_value/.ATTRIBUTES/VARIABLE_VALUE") == pytest.approx(best)
+    assert latest.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 2
+    assert [step for step, _ in trainer.loss_history] == list(range(1, 33))
+
+
+class _RegularizedTask(Task):
+    """A task whose model has an L2 penalty on the attention kernels (`build_model(kernel_regularizer=)`)."""
+
+    l2 = 0.5
+
+    def build_model(self, *, mixed_precision=None):
+        from ac_keras.model import build_model
+
+        config = self.config
+        return build_model(
+            config.data.feature_specs,
+            dict(config.model.cluster_sizes),
+            config.data.num_classes,
+            dropout=config.model.dropout,
+            kernel_regularizer=keras.regularizers.L2(self.l2),
+            uint8_inputs=self.uint8_inputs,
+        )
+
+
+@pytest.mark.slow
+def test_kernel_regularizer_penalties_are_in_the_training_loss_and_gradient(data_dir, tmp_path):
+    config = _config(data_dir, tmp_path, epochs=1, eval_data=None, dropout=0.0, steps_per_epoch=20)
+    batch = next(iter(Task(config).train_dataset(0)))
+    devices = [device.name for device in tf.config.list_logical_devices("CPU")][:2]
+    mirrored = tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    for strategy in (tf.distribute.get_strategy(), mirrored):
+        plain = Trainer(Task(config), strategy=strategy, progress=False, checkpoints=False)
+        regularized = Trainer(_RegularizedTask(config), strategy=strategy, progress=False, checkpoints=False)
+        kernels = [w for w in regularized.model.trainable_weights if w.path.endswith("attention/kernel")]
+        assert len(kernels) == 2
+        penalty = sum(0.5 * float(tf.reduce_sum(tf.square(kernel))) for kernel in kernels)
+        plain.model.set_weights(regularized.model.get_weights())
+        distributed = strategy.experimental_distribute_values_from_function(lambda _: batch)
+        # The first step's loss (at the same weights): the data loss plus the penalty, once over replicas.
+        plain_loss = float(plain.make_train_step()(distributed)[0])
+        regularized_loss = float(regularized.make_train_step()(distributed)[0])
+        assert regularized_loss == pytest.approx(plain_loss + penalty, rel=1e-5)
+    # In the gradient: Adam's first update moves each weight by the learning rate against its gradient's
+    # sign. A penalty that dominates the data gradient points every attention kernel weight at zero.
+    strong = _RegularizedTask(config)
+    strong.l2 = 100.0
+    trainer = Trainer(strong, progress=False, checkpoints=False)
+    plain = Trainer(Task(config), progress=False, checkpoints=False)
+    plain.model.set_weights(trainer.model.get_weights())
+    before = [kernel.numpy() for kernel in _attention_kernels(trainer)]
+    trainer.make_train_step()(batch)
+    plain.make_train_step()(batch)
+    learning_rate = config.training.learning_rate
+    moved = zip(before, _attention_kernels(trainer), _attention_kernels(plain), strict=True)
+    for start, after, unpenalized in moved:
+        np.testing.assert_allclose(after.numpy(), start - learning_rate * np.sign(start), atol=1e-5)
+        toward_zero = np.mean(np.abs(unpenalized.numpy()) < np.abs(start))
+        assert 0.1 < toward_zero < 0.9, "without the penalty the data gradient alone moves them"
+
+
+def _attention_kernels(trainer):
+    return [w for w in trainer.model.trainable_weights if w.path.endswith("attention/kernel")]
 
 
 def _free_ports(count):
