@@ -45,7 +45,8 @@ class DataConfig:
         stats: statistics JSON of `python -m tfrecords.stats`.
         missing_modality: fill of a modality a video lacks: "auto", "mean" or "zeros".
         class_balance: weight each training sample by 1/S for its class (needs stats).
-        shuffle_buffer: records in the training shuffle buffer.
+        shuffle_buffer_mb: memory budget of the training shuffle buffer in MB (`Task.shuffle_buffer_records`).
+        shuffle_buffer: at most this many records in the training shuffle buffer; 0 = as the budget allows.
         skip_corrupt: skip the rest of a corrupt TFRecord file instead of failing.
         skip_nonfinite: skip videos with NaN/Inf float features instead of failing.
         class_names: CSV of `index,name` rows naming the classes (`ac_keras.data.classes.read_class_names`);
@@ -62,7 +63,8 @@ class DataConfig:
     stats: str | None = None
     missing_modality: str = "auto"
     class_balance: bool = False
-    shuffle_buffer: int = 4096
+    shuffle_buffer_mb: int = 256
+    shuffle_buffer: int = 0
     skip_corrupt: bool = False
     skip_nonfinite: bool = False
     class_names: str | None = None
@@ -454,7 +456,14 @@ def _validate_data(data, need_train_data):
         "missing_modality",
         "=mean needs --stats (modality means from `python -m tfrecords.stats`).",
     )
-    _check(data.shuffle_buffer >= 1, "shuffle_buffer", f"must be >= 1, got {data.shuffle_buffer}.")
+    _check(
+        data.shuffle_buffer_mb >= 1, "shuffle_buffer_mb", f"must be >= 1 (MB), got {data.shuffle_buffer_mb}."
+    )
+    _check(
+        data.shuffle_buffer >= 0,
+        "shuffle_buffer",
+        f"must be >= 0 (0 = by --shuffle_buffer_mb), got {data.shuffle_buffer}.",
+    )
     _check(
         data.class_names is None or (isinstance(data.class_names, str) and bool(data.class_names.strip())),
         "class_names",

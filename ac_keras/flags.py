@@ -41,7 +41,17 @@ flags.DEFINE_enum(
     "(mean when --stats is given, else zeros).",
 )
 flags.DEFINE_bool("class_balance", False, "Weight each training sample by 1/S for its class (needs --stats).")
-flags.DEFINE_integer("shuffle_buffer", 4096, "Shuffle buffer of the training records.")
+flags.DEFINE_integer(
+    "shuffle_buffer_mb",
+    256,
+    "Memory budget of the training shuffle buffer, in MB: it holds as many records as fit, by the mean size "
+    "of the training records (measured on their first records when training starts).",
+)
+flags.DEFINE_integer(
+    "shuffle_buffer",
+    0,
+    "At most this many records in the training shuffle buffer; 0 = as --shuffle_buffer_mb.",
+)
 flags.DEFINE_bool("skip_corrupt", False, "Skip the rest of a corrupt TFRecord file instead of failing.")
 flags.DEFINE_bool(
     "skip_nonfinite", False, "Skip videos whose float features hold NaN or Inf instead of failing."

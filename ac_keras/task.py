@@ -15,6 +15,10 @@ from ac_keras import schema
 from ac_keras.data.classes import read_class_names
 from ac_keras.model import build_model
 
+# What the shuffle buffer holds per record beyond its bytes: the string tensor, its record name
+# ("file:index") and the buffer's bookkeeping (an estimate; docs/input_pipeline.md).
+SHUFFLE_RECORD_OVERHEAD_BYTES = 256
+
 
 class Task:
     """Builds the model, optimizer, datasets, loss and metrics of `config`.
@@ -29,6 +33,8 @@ class Task:
             `Dequantize` layers dequantize them; the datasets yield their bytes).
         class_names: the names of `config.data.class_names` (`ac_keras.data.classes.read_class_names`: one
             per class, "" for a class the file does not name), or None without the flag.
+        mean_record_bytes: the mean size of the training records, once `shuffle_buffer_records` measured
+            it (None before).
 
     Raises:
         ValueError: the statistics file does not fit the config (the message names the file), or the class
@@ -47,6 +53,8 @@ class Task:
             center_features=config.model.center_features,
         )
         self.uint8_inputs = tuple(spec.name for spec in data.feature_specs if spec.quantized)
+        self._shuffle_records = None
+        self.mean_record_bytes = None
         self.class_names = None
         if data.class_names:
             self.class_names = read_class_names(data.class_names, data.num_classes)
@@ -133,7 +141,7 @@ class Task:
             batch_size=config.training.batch_size,
             training=True,
             num_frames=config.data.train_frames,
-            shuffle_buffer=config.data.shuffle_buffer,
+            shuffle_buffer=self.shuffle_buffer_records(),
             seed=config.training.seed * 100_003 + epoch,
             class_weights=self.stats.class_weights,
             repeat=steps > 0,
@@ -151,6 +159,24 @@ class Task:
         if steps > 0:
             dataset = dataset.take(steps)
         return ac_data.shard_for_workers(dataset.map(_without_ids), num_workers)
+
+    def shuffle_buffer_records(self):
+        """Records in the training shuffle buffer: as many as `shuffle_buffer_mb` holds, by the mean size of
+        the training records (their first records, measured once) plus `SHUFFLE_RECORD_OVERHEAD_BYTES`
+        each; at most the records the files hold (estimated from their sizes: a larger buffer shuffles no
+        better) and `shuffle_buffer` when that is set; at least 1."""
+        if self._shuffle_records is None:
+            data = self.config.data
+            files = ac_data.list_files(data.train_data)
+            record_bytes = ac_data.mean_record_bytes(files)
+            records = int(data.shuffle_buffer_mb * 2**20 // (record_bytes + SHUFFLE_RECORD_OVERHEAD_BYTES))
+            # Each record of a TFRecord file takes 16 bytes of framing besides its own.
+            records = min(records, -(-sum(ac_data.file_sizes(files)) // int(record_bytes + 16)))
+            if data.shuffle_buffer:
+                records = min(records, data.shuffle_buffer)
+            self._shuffle_records = max(1, records)
+            self.mean_record_bytes = record_bytes
+        return self._shuffle_records
 
     def eval_dataset(self, file_pattern=None, *, num_workers=1, labels=True, keep_ids=False, **overrides):
         """The evaluation batches: deterministic order, `eval_frames` frames at equal intervals (0 = all).

@@ -385,6 +385,20 @@ class Trainer:
             def dataset_fn(epoch):
                 return self.task.train_dataset(epoch, self.num_workers)
 
+            if int(self.epoch.numpy()) < config.training.epochs:
+                records = self.task.shuffle_buffer_records()
+                self._say(
+                    f"Shuffle buffer: {records} training records (--shuffle_buffer_mb="
+                    f"{config.data.shuffle_buffer_mb} at about {self.task.mean_record_bytes / 1024:.1f} KB a "
+                    "record"
+                    + (
+                        f", at most --shuffle_buffer={config.data.shuffle_buffer}"
+                        if config.data.shuffle_buffer
+                        else ""
+                    )
+                    + ")."
+                )
+
         results = {}
         while int(self.epoch.numpy()) < config.training.epochs:
             logs = self._train_epoch(step_fn, dataset_fn)

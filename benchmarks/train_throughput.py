@@ -272,7 +272,7 @@ def run_child(name):
         epochs=1,
         steps_per_epoch=warmup + steps + 1,
         checkpoint_every=10**9,  # no step checkpoint; the timing trainer writes none at all
-        shuffle_buffer=min(base.data.shuffle_buffer, setup.num_records),
+        shuffle_buffer=setup.num_records,  # at most the data; the flagfile's --shuffle_buffer_mb otherwise
     )
     record["config"] = {
         "features": config.data.features,

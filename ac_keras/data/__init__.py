@@ -6,7 +6,13 @@ workers; `parse_serialized` is the pure-TF batch parser that a serving SavedMode
 """
 
 from ac_keras.data.decoder import decode_batch
-from ac_keras.data.files import SkipCounter, list_files, read_serialized_batches
+from ac_keras.data.files import (
+    SkipCounter,
+    file_sizes,
+    list_files,
+    mean_record_bytes,
+    read_serialized_batches,
+)
 from ac_keras.data.parser import parse_batch, parse_serialized, select_and_fill, select_frame_indices
 from ac_keras.data.pipeline import make_dataset, shard_for_workers
 from ac_keras.data.stats import (
@@ -28,9 +34,11 @@ __all__ = [
     "SkipCounter",
     "class_weights_from_stats",
     "decode_batch",
+    "file_sizes",
     "list_files",
     "load_stats",
     "make_dataset",
+    "mean_record_bytes",
     "modality_means",
     "parse_batch",
     "parse_serialized",

@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -101,6 +102,18 @@ def file_sizes(files: Sequence[str]) -> list[int]:
         return [tf.io.gfile.stat(files[0]).length]
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(32, len(files))) as pool:
         return [stat.length for stat in pool.map(tf.io.gfile.stat, files)]
+
+
+def mean_record_bytes(files: Sequence[str], sample: int = 256) -> float:
+    """The mean serialized size of the first `sample` records of `files` (read from the first files on), or
+    0.0 when they hold none. Corrupt or truncated data ends the sample early (the reader names it later)."""
+    sizes = []
+    try:
+        for record in tf.data.TFRecordDataset(list(files[:8])).take(sample):
+            sizes.append(len(record.numpy()))
+    except (tf.errors.DataLossError, tf.errors.OutOfRangeError):
+        pass
+    return float(np.mean(sizes)) if sizes else 0.0
 
 
 def file_dataset(files: Sequence[str], sizes: Sequence[int] | None = None) -> tf.data.Dataset:
