@@ -27,6 +27,9 @@ hidden temporary directory and renamed into place, so a server watching `export_
 half-written model. `assets.extra/` holds `tf_serving_warmup_requests` (a few `PredictionLog` warm-up
 requests for TF Serving) and the run's files a client needs: `config.json`, the `--stats` file as
 `stats.json`, `extraction.json` and `class_names.csv` (`artifacts.run_file`).
+
+With `--format=litert --litert_file=FILE` the command writes a LiteRT (TFLite) model instead, builtin ops
+only, and its description `FILE.json` (`ac_keras.litert`; docs/serving.md, "LiteRT").
 """
 
 from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads

@@ -173,11 +173,8 @@ def test_litert_model_gives_the_saved_models_probabilities_without_tensorflow(ru
     assert output["top"][0][0] == best and output["top"][0][2] == f"class {best}"
 
 
-def test_dense_masked_inputs_match_the_keras_model(run):
-    """Any mask, a modality with no real frame included (it pools to zero, as the Keras model does for a
-    video without frames), uint8 and float inputs; padded positions may hold anything."""
-    task, classifier = run["task"], run["model"]
-    flatbuffer = litert.convert(classifier, task, max_frames=8)
+def _assert_matches_keras(task, classifier, max_frames=8):
+    flatbuffer = litert.convert(classifier, task, max_frames=max_frames)
     runner = Interpreter(model_content=flatbuffer).get_signature_runner(litert.SIGNATURE)
     details = runner.get_input_details()
     assert (details["audio"]["dtype"], details["rgb"]["dtype"]) == (np.uint8, np.float32)
@@ -201,6 +198,32 @@ def test_dense_masked_inputs_match_the_keras_model(run):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
         inputs["rgb"][0, rgb_length:] = 1e30  # padding is never read
         np.testing.assert_allclose(runner(**inputs)[litert.OUTPUT], got, rtol=0, atol=1e-6)
+
+
+def test_dense_masked_inputs_match_the_keras_model(run):
+    """Any mask, a modality with no real frame included (it pools to zero, as the Keras model does for a
+    video without frames), uint8 and float inputs; padded positions may hold anything."""
+    _assert_matches_keras(run["task"], run["model"])
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"weighting": "fc2"},
+        {"weighting": "average", "shift": False},
+        {"aggregator": "average"},
+        {"aggregator": "ts_lstm", "lstm_units": (("rgb", 4), ("audio", 3))},
+    ],
+    ids=["fc2", "average_weighting_no_shift", "average_aggregator", "ts_lstm"],
+)
+def test_other_models_that_convert_match_the_keras_model(run, settings):
+    task = Task(run["config"].replace(**settings))
+    keras.utils.set_random_seed(3)
+    classifier = task.build_model()
+    rng = np.random.default_rng(4)
+    for weight in classifier.trainable_weights:
+        weight.assign(rng.normal(scale=1.0, size=weight.shape).astype(np.float32))
+    _assert_matches_keras(task, classifier)
 
 
 def test_builtin_operators_only_and_no_variables(run):
