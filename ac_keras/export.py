@@ -42,7 +42,7 @@ import re
 import keras
 import tensorflow as tf
 
-from ac_keras import artifacts, schema
+from ac_keras import artifacts, litert_client, schema
 from ac_keras import data as ac_data
 from ac_keras.artifacts import EXTRA_ASSETS_DIR, FEATURES_SIGNATURE, NUM_FRAMES_SUFFIX
 from ac_keras.errors import UsageError
@@ -283,7 +283,8 @@ def check_litert_options(options):
     """Refuses, before anything is loaded, LiteRT flags that do not fit `--format` (`CommandOptions`).
 
     Raises:
-        UsageError: `--format=litert` without `--litert_file`, or a LiteRT flag with `--format=saved_model`.
+        UsageError: `--format=litert` without `--litert_file`, or with an existing file and no `--overwrite`,
+            or a LiteRT flag with `--format=saved_model`.
     """
     if options.export_format == "litert":
         if not options.litert_file:
@@ -292,6 +293,9 @@ def check_litert_options(options):
             raise UsageError(
                 "--with_extractor adds a SavedModel signature; it does not apply to --format=litert."
             )
+        for path in (options.litert_file, litert_client.description_path(options.litert_file)):
+            if tf.io.gfile.exists(path) and not options.overwrite:
+                raise UsageError(f"--litert_file: {path} exists; pass --overwrite to replace it.")
         return
     given = [
         name

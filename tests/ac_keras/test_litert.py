@@ -338,7 +338,14 @@ def test_user_errors_name_the_flag(run, tmp_path):
     existing.write_bytes(b"mine")
     with pytest.raises(UsageError, match=f"{existing} exists; pass --overwrite"):
         _export_command(run, "--format=litert", f"--litert_file={existing}")
+    with pytest.raises(UsageError, match=f"{existing} exists; pass --overwrite"):  # the library refuses too
+        litert.export_litert(run["model"], run["task"], str(existing))
     assert existing.read_bytes() == b"mine"
+    description = tmp_path / "other.tflite.json"
+    description.write_text("mine")
+    with pytest.raises(UsageError, match=f"{description} exists; pass --overwrite"):
+        _export_command(run, "--format=litert", f"--litert_file={tmp_path / 'other.tflite'}")
+    assert description.read_text() == "mine" and not (tmp_path / "other.tflite").exists()
     _export_command(run, "--format=litert", f"--litert_file={existing}", "--overwrite")
     assert litert.operators(existing.read_bytes())
 
