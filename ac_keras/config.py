@@ -24,6 +24,9 @@ from ac_keras.schema import LABEL_MODES
 OPTIMIZERS = ("rmsprop", "adam")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
+# What `python -m ac_keras.export` writes, and how a LiteRT model's weights are quantized.
+EXPORT_FORMATS = ("saved_model", "litert")
+LITERT_QUANTIZATIONS = ("none", "float16", "int8")
 
 
 class ConfigError(UsageError):
@@ -203,6 +206,12 @@ class CommandOptions:
         output_csv: where predict writes its predictions.
         predict_data: the records predict reads (default: `eval_data`).
         with_extractor: export adds the `classify_frames` signature.
+        export_format: what export writes: "saved_model" (a new version under the export dir) or "litert"
+            (one LiteRT file, `litert_file`).
+        litert_file: the LiteRT model file export writes with `export_format="litert"`.
+        max_frames: the frames per modality of the LiteRT model's inputs; None for the run's default
+            (`ac_keras.litert.default_max_frames`).
+        quantize: the LiteRT model's weights: "none" (float32), "float16" or "int8".
         visualize_data: the records whose first videos visualize draws (default: `eval_data`).
         visualize_output: the PNG file visualize writes.
         num_videos: how many videos visualize draws.
@@ -218,6 +227,10 @@ class CommandOptions:
     output_csv: str | None = None
     predict_data: str | None = None
     with_extractor: bool = False
+    export_format: str = "saved_model"
+    litert_file: str | None = None
+    max_frames: int | None = None
+    quantize: str = "none"
     visualize_data: str | None = None
     visualize_output: str = "attention.png"
     num_videos: int = 4

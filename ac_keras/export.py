@@ -27,6 +27,9 @@ hidden temporary directory and renamed into place, so a server watching `export_
 half-written model. `assets.extra/` holds `tf_serving_warmup_requests` (a few `PredictionLog` warm-up
 requests for TF Serving) and the run's files a client needs: `config.json`, the `--stats` file as
 `stats.json`, `extraction.json` and `class_names.csv` (`artifacts.run_file`).
+
+With `--format=litert --litert_file=FILE` the command writes a LiteRT (TFLite) model instead, builtin ops
+only, and its description `FILE.json` (`ac_keras.litert`; docs/serving.md, "LiteRT").
 """
 
 from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads
@@ -39,7 +42,7 @@ import re
 import keras
 import tensorflow as tf
 
-from ac_keras import artifacts, schema
+from ac_keras import artifacts, litert_client, schema
 from ac_keras import data as ac_data
 from ac_keras.artifacts import EXTRA_ASSETS_DIR, FEATURES_SIGNATURE, NUM_FRAMES_SUFFIX
 from ac_keras.errors import UsageError
@@ -276,9 +279,41 @@ def first_records(file_pattern, count=2):
     return [record.numpy() for record in tf.data.TFRecordDataset(files[:1]).take(count)]
 
 
+def check_litert_options(options):
+    """Refuses, before anything is loaded, LiteRT flags that do not fit `--format` (`CommandOptions`).
+
+    Raises:
+        UsageError: `--format=litert` without `--litert_file`, or with an existing file and no `--overwrite`,
+            or a LiteRT flag with `--format=saved_model`.
+    """
+    if options.export_format == "litert":
+        if not options.litert_file:
+            raise UsageError("--format=litert needs --litert_file=FILE, the model file to write.")
+        if options.with_extractor:
+            raise UsageError(
+                "--with_extractor adds a SavedModel signature; it does not apply to --format=litert."
+            )
+        for path in (options.litert_file, litert_client.description_path(options.litert_file)):
+            if tf.io.gfile.exists(path) and not options.overwrite:
+                raise UsageError(f"--litert_file: {path} exists; pass --overwrite to replace it.")
+        return
+    given = [
+        name
+        for name, value, default in (
+            ("--litert_file", options.litert_file, None),
+            ("--max_frames", options.max_frames, None),
+            ("--quantize", options.quantize, "none"),
+        )
+        if value != default
+    ]
+    if given:
+        raise UsageError(f"{', '.join(given)}: only for --format=litert (this export writes a SavedModel).")
+
+
 def main(argv):
     """`python -m ac_keras.export --flagfile=F --model_dir=D [--export_dir=E]`: exports the best model of D
-    as a new version under E (default D/export).
+    as a new version under E (default D/export). With `--format=litert --litert_file=FILE [--max_frames=T]
+    [--quantize=none|float16|int8]` it writes a LiteRT model instead (`ac_keras.litert`).
 
     A run without --eval_data keeps no best model: its latest checkpoint is exported.
     """
@@ -290,7 +325,11 @@ def main(argv):
     runtime = config.runtime
     if not runtime.model_dir:
         raise app.UsageError("--model_dir is required: the run whose model to export.")
+    check_litert_options(options)
     model = artifacts.load_trained_model(runtime.model_dir)
+    if options.export_format == "litert":
+        _export_litert(model, Task(config), options)
+        return
     warmup = first_records(config.data.eval_data or config.data.train_data)
     path = export_saved_model(
         model,
@@ -300,6 +339,30 @@ def main(argv):
         with_extractor=options.with_extractor,
     )
     print(f"Exported SavedModel to {path}", flush=True)
+
+
+def _export_litert(model, task, options):
+    from ac_keras import litert
+
+    class_names = task.class_names
+    model_dir = task.config.runtime.model_dir
+    if class_names is None and model_dir:
+        class_names = artifacts.load_class_names(task.config.data.num_classes, model_dir=model_dir)
+    written = litert.export_litert(
+        model,
+        task,
+        options.litert_file,
+        max_frames=options.max_frames,
+        quantize=options.quantize,
+        overwrite=options.overwrite,
+        class_names=class_names,
+    )
+    print(
+        f"Exported LiteRT model to {written.path} ({written.size:,} bytes, --quantize={options.quantize}, "
+        f"{written.max_frames} frames per modality: {written.max_frames_source}); its inputs are described "
+        f"in {written.description_path}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ from absl import flags
 from ac_keras import config as ac_config
 from ac_keras.config import (
     AGGREGATORS,
+    EXPORT_FORMATS,
     LABEL_MODES,
+    LITERT_QUANTIZATIONS,
     MISSING_MODALITY,
     OPTIMIZERS,
     PRECISIONS,
@@ -153,6 +155,33 @@ flags.DEFINE_bool(
     "them, 16 kHz audio, flow images), the feature extraction of the run's extraction.json and the "
     "classifier in one graph (docs/serving.md).",
 )
+flags.DEFINE_enum(
+    "format",
+    "saved_model",
+    EXPORT_FORMATS,
+    "Export: saved_model (a new SavedModel version under --export_dir) or litert (one LiteRT/TFLite file "
+    "with builtin ops only, --litert_file; docs/serving.md).",
+)
+flags.DEFINE_string(
+    "litert_file",
+    None,
+    "Export --format=litert: the model file to write (FILE.json beside it describes the inputs).",
+)
+flags.DEFINE_integer(
+    "max_frames",
+    None,
+    "Export --format=litert: frames per modality of the model's inputs; a longer video is sampled at equal "
+    "intervals as evaluation samples it. Default: --eval_frames, or the longest training video (--stats) "
+    "when --eval_frames=0.",
+    lower_bound=1,
+)
+flags.DEFINE_enum(
+    "quantize",
+    "none",
+    LITERT_QUANTIZATIONS,
+    "Export --format=litert: none (float32), float16 (weights) or int8 (weights and activations, calibrated "
+    "on the first training records).",
+)
 # The embedded default: Flash-MNIST generated on first use by `python -m ac_keras.train` (defined here so
 # every command accepts configs/flash_mnist.flags).
 flags.DEFINE_bool(
@@ -198,6 +227,10 @@ def options_from_flags(flag_values=FLAGS):
         output_csv=flag_values.output_csv,
         predict_data=flag_values.predict_data,
         with_extractor=flag_values.with_extractor,
+        export_format=flag_values.format,
+        litert_file=flag_values.litert_file,
+        max_frames=flag_values.max_frames,
+        quantize=flag_values.quantize,
         visualize_data=flag_values.data,
         visualize_output=flag_values.output,
         num_videos=flag_values.num_videos,

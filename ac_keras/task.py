@@ -60,11 +60,15 @@ class Task:
             self.class_names = read_class_names(data.class_names, data.num_classes)
 
     # ------------------------------------------------------------------------------------------- model
-    def build_model(self, *, mixed_precision=None):
+    def build_model(self, *, mixed_precision=None, input_format="ragged", uint8_inputs=None):
         """The classifier of the config (probabilities out), under the config's precision policy.
 
         Args:
             mixed_precision: overrides `config.runtime.mixed_precision` ("none" builds float32 layers).
+            input_format: `build_model`'s `"ragged"` (training, the SavedModel) or `"dense"` (frames and
+                masks, the LiteRT export). Defaults to `"ragged"`.
+            uint8_inputs: the modalities the model takes as uint8 (dequantized by its first layer); None
+                for `self.uint8_inputs`, () for float inputs. Defaults to None.
 
         The process-wide Keras precision policy is left as it was.
         """
@@ -88,7 +92,8 @@ class Task:
                 flatten_frames=config.flatten_frame_count or None,
                 feature_means=self.stats.feature_means,
                 fused_shift=config.training.fused_shift,
-                uint8_inputs=self.uint8_inputs,
+                input_format=input_format,
+                uint8_inputs=self.uint8_inputs if uint8_inputs is None else uint8_inputs,
             )
         finally:
             keras.mixed_precision.set_global_policy(previous)
