@@ -40,6 +40,9 @@ _VERBOSE = flags.DEFINE_bool(
 
 # A native (C++) log line of TensorFlow, XLA or absl names a C++ source file ("I0000 00:00:1795931733.157615
 # 6401 port.cc:153] ..."); absl's Python log lines name .py files.
+# Python's own log format at INFO level ("INFO:__main__:Logging handler created."), which Apache Beam's worker
+# processes use; INFO, like native INFO lines, is left out.
+_PYTHON_INFO = re.compile(rb"^INFO:[\w.]+:")
 _NATIVE_INFO = re.compile(
     rb"^(?:I\d{4} [\d:.]+\s+\d+ |\d{4}-\d\d-\d\d [\d:.]+: I )[\w./-]+\.(?:cc|h|cpp|c):\d+\] "
 )
@@ -96,6 +99,19 @@ HARMLESS_LINES = (
         "over the data ends so.",
     ),
     HarmlessLine(
+        "beam-semi-persistent-directory",
+        rb"^WARNING:__main__:No semi_persistent_directory found: +User registered objects",
+        "each Apache Beam worker's note at start-up that it has no directory of registered schemas or "
+        "logical types; the extraction registers none.",
+    ),
+    HarmlessLine(
+        "beam-worker-internal-options",
+        rb"^WARNING:apache_beam\.options\.pipeline_options:Discarding unparseable args: "
+        rb"\[(?:'--(?:pipeline_type_check|direct_runner_use_stacked_bundle)'(?:, )?)+\]$",
+        "a local Beam worker discarding the two options its runner sets for itself and the worker does not "
+        "know; any other option it discards (a mistyped Beam option) is shown.",
+    ),
+    HarmlessLine(
         "beam-no-cloud-clients",
         rb"^(?:[IW]\d{4} [\d:. ]+\d+ (?:__init__|bigquery)\.py:\d+\] |WARNING:root:)"
         rb"(?:apitools not found|No module named google)",
@@ -120,9 +136,12 @@ _CHECK = (
 
 
 def dropped_line(line: bytes, *, no_gpu: bool = _NO_GPU) -> HarmlessLine | str | None:
-    """Why the console drops `line` (a `HarmlessLine`, or "native INFO"), or None when it is shown."""
+    """Why the console drops `line` (a `HarmlessLine`, "native INFO" or "Python INFO"), or None when it is
+    shown."""
     if _NATIVE_INFO.match(line):
         return "native INFO"
+    if _PYTHON_INFO.match(line):
+        return "Python INFO"
     for harmless in HARMLESS_LINES:
         if (no_gpu or not harmless.only_without_gpu) and re.match(harmless.pattern, line):
             return harmless

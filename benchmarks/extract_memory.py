@@ -1,7 +1,12 @@
-r"""Peak memory of `python -m tfrecords.extract` on the DirectRunner, one run against runs of fewer videos.
+r"""Peak memory of `python -m tfrecords.extract`, one run against runs of fewer videos, per engine.
 
     python benchmarks/extract_memory.py [--videos=96] [--seconds=10] [--dim=4096] \
-        [--videos_per_run=96,32] [--num_workers=1,2]
+        [--videos_per_run=96,32] [--num_workers=1,2] [--engines=local,portable]
+
+Engines: `local`, the default (Beam's FnApiRunner, `--num_workers` processes); `portable`, Beam's
+PortableRunner with the job service embedded in the command (`--job_endpoint=embed`) and a worker pool
+started here (`worker_pool_main`), as docs/extract.md runs it; the peak is then the command's, where the job
+service holds the pipeline's data (the pool's workers are not its children).
 
 Encodes `--videos` small clips (64 x 48, 30 fps, `--seconds` long) into a temporary directory and extracts
 every frame (`--fps=30`) with a stand-in `.keras` model whose features are `--dim` floats (the size, not the
@@ -57,7 +62,7 @@ def make_model(path, dim):
     ).save(path)
 
 
-def peak_memory_mb(paths, output, model, videos_per_run, workers):
+def peak_memory_mb(paths, output, model, videos_per_run, workers, beam_args=()):
     command = [
         sys.executable,
         "-m",
@@ -71,6 +76,7 @@ def peak_memory_mb(paths, output, model, videos_per_run, workers):
         f"--videos_per_run={videos_per_run}",
         "--nostats",
         "--overwrite",
+        *(["--", *beam_args] if beam_args else []),
     ]
     result = subprocess.run(
         [sys.executable, "-c", _PEAK, *command],
@@ -93,6 +99,7 @@ def main():
     parser.add_argument("--dim", type=int, default=4096)
     parser.add_argument("--videos_per_run", default="96,32")
     parser.add_argument("--num_workers", default="1,2")
+    parser.add_argument("--engines", default="local")
     config = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory(prefix="ac_keras_extract_memory_") as directory:
@@ -105,16 +112,55 @@ def main():
             f"{config.videos} videos x {frames} frames x {config.dim} float32 = "
             f"{config.videos * per_video_mb:.0f} MB of features ({per_video_mb:.1f} MB per video)"
         )
-        for workers in [int(value) for value in config.num_workers.split(",")]:
-            baseline = peak_memory_mb(paths[:1], os.path.join(directory, "base"), model, 1, workers)
-            print(f"  num_workers={workers}: one video: peak {baseline:.0f} MB")
-            for per_run in [int(value) for value in config.videos_per_run.split(",")]:
-                peak = peak_memory_mb(paths, os.path.join(directory, "out"), model, per_run, workers)
-                held = (peak - baseline) / (min(per_run, config.videos) - 1) / per_video_mb
-                print(
-                    f"  num_workers={workers}, videos_per_run={per_run}: peak {peak:.0f} MB; beyond one "
-                    f"video, {held:.1f}x the float features of a run's videos"
+        for engine in config.engines.split(","):
+            pool, beam_args, workers_list = None, (), [int(value) for value in config.num_workers.split(",")]
+            if engine == "portable":
+                pool, port = _start_worker_pool()
+                beam_args = (
+                    "--runner=PortableRunner",
+                    "--job_endpoint=embed",
+                    "--environment_type=EXTERNAL",
+                    f"--environment_config=localhost:{port}",
                 )
+                workers_list = [1]
+            try:
+                for workers in workers_list:
+                    args = dict(workers=workers, beam_args=beam_args)
+                    baseline = peak_memory_mb(paths[:1], os.path.join(directory, "base"), model, 1, **args)
+                    label = f"{engine}, num_workers={workers}" if engine == "local" else engine
+                    print(f"  {label}: one video: peak {baseline:.0f} MB")
+                    for per_run in [int(value) for value in config.videos_per_run.split(",")]:
+                        peak = peak_memory_mb(paths, os.path.join(directory, "out"), model, per_run, **args)
+                        held = (peak - baseline) / (min(per_run, config.videos) - 1) / per_video_mb
+                        print(
+                            f"  {label}, videos_per_run={per_run}: peak {peak:.0f} MB; beyond one "
+                            f"video, {held:.1f}x the float features of a run's videos"
+                        )
+            finally:
+                if pool is not None:
+                    pool.terminate()
+                    pool.wait()
+
+
+def _start_worker_pool():
+    """A Beam worker pool on a free local port (its workers: this interpreter, ac_keras importable)."""
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    environment = dict(
+        os.environ, PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", PYTHONPATH=ROOT
+    )
+    pool = subprocess.Popen(
+        [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(3)
+    return pool, port
 
 
 if __name__ == "__main__":

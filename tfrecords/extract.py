@@ -102,13 +102,17 @@ def define_flags() -> None:
     flags.DEFINE_integer("batch_size", 64, "Frames (or audio patches) per inference batch.", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Seed of random initializations (--*_weights=none).")
     flags.DEFINE_integer(
-        "num_workers", None, "DirectRunner processes; default: the CPU count.", lower_bound=1
+        "num_workers",
+        None,
+        "Worker processes of the local engine (Beam's FnApiRunner, the default); default: the CPU count.",
+        lower_bound=1,
     )
     flags.DEFINE_integer(
         "videos_per_run",
         None,
-        "Extract the videos in runs of at most this many (the DirectRunner holds a run's features in memory; "
-        "a finished run is kept when the command is interrupted and run again). Default on the DirectRunner: "
+        "Extract the videos in runs of at most this many (the local engine holds a run's features in memory; "
+        "a finished run is kept when the command is interrupted and run again). Default on the local engine "
+        "and on --runner=PortableRunner --job_endpoint=embed: "
         f"as many as hold about {pipeline.RUN_MEMORY_BUDGET_BYTES / 1e9:.0f} GB (from --max_frames or "
         "--num_frames and the models' feature sizes); on other runners all videos in one run.",
         lower_bound=1,

@@ -6,13 +6,16 @@
            -> WriteToTFRecord (shards under their final names only when complete)
     errors -> errors.csv
 
-The same pipeline runs on the DirectRunner (multi-process on the local cores, the default) or on Dataflow,
-Flink or Spark with the user's Beam options. Decoding streams frames and what is grouped per video is its
-features; the DirectRunner, though, holds each stage's whole output in memory, so `run` extracts the videos
+The same pipeline runs on the local engine (Beam's FnApiRunner, multi-process on the local cores, named
+explicitly: `LOCAL_ENGINE`), on Beam's PortableRunner with an external worker pool (the way cluster engines
+run Python workers), or on Dataflow, Flink or Spark with the user's Beam options. Decoding streams frames and
+what is grouped per video is its features; the local engine, though, holds each stage's whole output in
+memory, so `run` extracts the videos
 in runs of at most `videos_per_run` (`plan_waves`), each recorded when done so that an interrupted
 extraction resumes where it stopped.
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -28,9 +31,13 @@ from ac_keras.errors import UsageError
 from ac_keras.extraction import extractor as extractor_lib
 
 ERRORS_FILE = "errors.csv"
+# The engine of a local extraction, named explicitly: Beam's FnApiRunner, multi-process on the local cores.
+# (Beam 2.77's DirectRunner would first try the Prism runner, which downloads a binary from GitHub, and run
+# the pipeline there when it can; docs/extract.md.)
+LOCAL_ENGINE = "FnApiRunner"
 # Hidden in the output directory while an extraction runs: its plan and what each run finished.
 PROGRESS_DIR = ".extract-progress"
-# What the DirectRunner may hold for one run's features by default, and how many times their float size it
+# What the local engine may hold for one run's features by default, and how many times their float size it
 # holds (measured 5-10x, docs/benchmarks.md): `default_videos_per_run`.
 RUN_MEMORY_BUDGET_BYTES = 2 * 10**9
 _HELD_PER_FEATURE_BYTE = 10
@@ -124,13 +131,15 @@ def build_pipeline(
                 yield beam.pvalue.TaggedOutput("errors", (task.video_id, task.path, *error))
             else:
                 self._done += 1
-                # Progress on the worker's stderr: the console (DirectRunner), the worker logs (a cluster).
-                print(
+                # Progress on the worker's stderr: the console (the local engine), the worker logs (a
+                # cluster). One write per line: the workers share the console, and a pipe keeps whole
+                # writes of up to 4 KB together.
+                sys.stderr.write(
                     f"[worker {os.getpid()}] {self._done} video(s) decoded; {task.video_id}: "
-                    + ", ".join(f"{count} {name}" for name, count in counts.items()),
-                    file=sys.stderr,
-                    flush=True,
+                    + ", ".join(f"{count} {name}" for name, count in counts.items())
+                    + "\n"
                 )
+                sys.stderr.flush()
             meta = {"labels": list(task.labels), "path": task.path, "failed": error is not None}
             yield beam.pvalue.TaggedOutput(_META, (task.video_id, (_META, meta)))
 
@@ -281,15 +290,31 @@ class Wave:
     num_shards: int
 
 
+def _option(beam_args: Sequence[str], name: str) -> str | None:
+    """The last value of `--name=value` (or `--name value`) in `beam_args`, or None."""
+    value = None
+    for index, arg in enumerate(beam_args):
+        if arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+        elif arg == f"--{name}" and index + 1 < len(beam_args):
+            value = beam_args[index + 1]
+    return value
+
+
 def runs_locally(beam_args: Sequence[str]) -> bool:
-    """Whether `beam_args` leave the pipeline on the DirectRunner (no `--runner`, or the DirectRunner)."""
-    runners = [arg.split("=", 1)[-1] for arg in beam_args if arg.startswith("--runner")]
-    return not runners or runners[-1] in ("DirectRunner", "direct")
+    """Whether the pipeline's stages run in this process's memory: the default engine (no `--runner`), the
+    FnApiRunner or DirectRunner named, or the PortableRunner with its job service embedded in this process
+    (`--job_endpoint=embed`, whose FnApiRunner holds each stage's output as the local engine does, wherever
+    its workers run). Such runs are sized by `default_videos_per_run`."""
+    runner = (_option(beam_args, "runner") or LOCAL_ENGINE).lower().removesuffix("runner")
+    if runner in ("fnapi", "direct", "switchingdirect", "bundlebaseddirect"):
+        return True
+    return runner == "portable" and _option(beam_args, "job_endpoint") == "embed"
 
 
 def default_videos_per_run(spec: extractor_lib.ExtractionSpec, feature_dims: Mapping[str, int]) -> int:
-    """Videos per run on the DirectRunner: as many as keep the features it holds for one run (about ten
-    times their float size, at most `num_frames` or `max_frames` per video and modality) within
+    """Videos per run on the local engine (`runs_locally`): as many as keep the features it holds for one
+    run (about ten times their float size, at most `num_frames` or `max_frames` per video and modality) within
     `RUN_MEMORY_BUDGET_BYTES`, and at least 16.
 
     Args:
@@ -338,7 +363,7 @@ def run(
 ) -> PipelineResult:
     """Runs the pipeline, in runs of at most `videos_per_run` videos, and waits for it.
 
-    The DirectRunner holds every stage's whole output in memory (measured: 5 to 10 times the float features
+    The local engine holds every stage's whole output in memory (measured: 5 to 10 times the float features
     of the videos of one run, docs/benchmarks.md): runs bound what it holds (`default_videos_per_run`).
     Each run writes its shards under their final names
     (`<prefix>-SSSSS-of-NNNNN.tfrecord`, numbered across runs) and records that it is done in
@@ -350,8 +375,9 @@ def run(
         spec, tasks, output_dir, prefix, num_shards: as in `build_pipeline` (`num_shards` in all; see
             `plan_waves`).
         beam_args: Beam pipeline options (e.g. `--runner=DataflowRunner --project=...`); without a
-            `--runner` the DirectRunner runs in multi-process mode on `num_workers` processes.
-        num_workers: DirectRunner processes. Defaults to the local CPU count.
+            `--runner` the local engine (`LOCAL_ENGINE`) runs in multi-process mode on `num_workers`
+            processes.
+        num_workers: processes of the local engine. Defaults to the local CPU count.
         verbose: bool, keep Beam's INFO logging. Defaults to False.
         videos_per_run: int, the most videos one run extracts, or None for all in one run. Defaults to
             None.
@@ -420,12 +446,36 @@ def _beam_options(beam_args, num_workers, verbose) -> list[str]:
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
         if not any(arg.startswith("--default_sdk_harness_log_level") for arg in args):
             args.append("--default_sdk_harness_log_level=WARNING")
-    if not any(arg.startswith("--runner") for arg in args):
+    if _option(args, "runner") is None:
         workers = num_workers or os.cpu_count() or 1
-        args += ["--runner=DirectRunner", f"--direct_num_workers={workers}"]
+        args += [f"--runner={LOCAL_ENGINE}", f"--direct_num_workers={workers}"]
         if workers > 1:
             args.append("--direct_running_mode=multi_processing")
+    elif (_option(args, "runner") or "").lower() in ("directrunner", "direct"):
+        logging.warning(
+            "--runner=DirectRunner: Beam's DirectRunner first tries the Prism runner, which downloads a "
+            "binary from GitHub and runs the pipeline there when it can (nothing here is tested on it). "
+            "Leave --runner out for the local engine (%s, multi-process, nothing downloaded).",
+            LOCAL_ENGINE,
+        )
     return args
+
+
+def make_runner(options):
+    """The runner of `options` (Beam `PipelineOptions`): for the local engine (`--runner=FnApiRunner`), an
+    `FnApiRunner` built as Beam's DirectRunner builds one for a batch pipeline, its workers given the
+    pipeline options; None for any other runner (Beam creates it from the options)."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    if (options.view_as(StandardOptions).runner or "").lower().removesuffix("runner") != "fnapi":
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(provision))
 
 
 def _run_wave(spec, wave, progress, prefix, total_shards, output_dir, pcas, args) -> dict[str, int]:
@@ -443,12 +493,15 @@ def _run_wave(spec, wave, progress, prefix, total_shards, output_dir, pcas, args
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [package_root, *[p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
     )
-    pipeline = beam.Pipeline(options=PipelineOptions(args))
+    options = PipelineOptions(args)
+    runner = make_runner(options)
+    pipeline = beam.Pipeline(runner=runner, options=options)
     build_pipeline(
         pipeline, spec, wave.tasks, output_dir=wave_dir, prefix=prefix, num_shards=wave.num_shards, pcas=pcas
     )
-    result = pipeline.run()
-    result.wait_until_finish()
+    with _worker_log_copies_dropped(runner is not None):
+        result = pipeline.run()
+        result.wait_until_finish()
     counters = _counters(result)
     for index in range(wave.num_shards):
         written = f"{wave_dir}/{prefix}-{index:05d}-of-{wave.num_shards:05d}.tfrecord"
@@ -462,6 +515,31 @@ def _run_wave(spec, wave, progress, prefix, total_shards, output_dir, pcas, args
         "videos_failed": counters.get("videos_failed", 0),
         **{f"features_{name}": counters.get(f"features_{name}", 0) for name in spec.names},
     }
+
+
+class _WorkerLogCopies(logging.Filter):
+    """Drops the job service's copies of worker log lines ("Worker: severity: WARN ... message: ...")."""
+
+    def filter(self, record):
+        return not str(record.msg).startswith("Worker: ")
+
+
+@contextlib.contextmanager
+def _worker_log_copies_dropped(local_engine: bool):
+    """While the local engine runs: its worker processes write their log lines to this console themselves,
+    and Beam's job service in this process logs a copy of each; the copies are dropped, so each line shows
+    once. Other engines' workers log elsewhere (a worker pool, a cluster): their copies are kept, they are
+    the only ones this console gets."""
+    if not local_engine:
+        yield
+        return
+    log = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    copies = _WorkerLogCopies()
+    log.addFilter(copies)
+    try:
+        yield
+    finally:
+        log.removeFilter(copies)
 
 
 def _shard_path(output_dir, prefix, index, num_shards) -> str:

@@ -1,7 +1,9 @@
-"""The embedded default, in miniature: the README's main command path on a tiny generated Flash-MNIST."""
+"""The README's main job: `python -m ac_keras.train --flagfile=configs/flash_mnist.flags` as written (its
+data generated into a temporary directory), for fewer epochs, and the top-1 the README states."""
 
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -10,13 +12,22 @@ import pytest
 from ac_keras import config as ac_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-# Generates Flash-MNIST and trains on it in subprocesses.
+# Generates the default Flash-MNIST (20,480 + 10,240 videos) and trains on it in subprocesses.
 pytestmark = pytest.mark.slow
-# 1,024 classes (every subset of the ten digits) and one training video each: 16 steps per epoch. The
-# flagfile's learning rate 0.001 learns nothing measurable in a few epochs; 0.01 for 8 epochs does (top-1
-# below).
-EPOCHS = 8
-LEARNING_RATE = 0.01
+# The README: "about 83% after these 40 epochs". This test runs EPOCHS of them; TOLERANCE is what those
+# epochs may miss of it. Measured learning curves of the flagfile (docs/flash_mnist.md, "The embedded
+# default's learning curve"): top-1 76.9% and 76.0% after 10 epochs, 82.9% and 82.2% after 40.
+README_TOP1 = 0.83
+EPOCHS = 10
+TOLERANCE = 0.10
+
+
+def _readme_top1():
+    """The top-1 the README states for its main job ("reaches about 83% top-1")."""
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"reaches about (\d+)% top-1", readme)
+    assert match, "the README states the main job's top-1"
+    return int(match.group(1)) / 100
 
 
 def _default_exports():
@@ -25,7 +36,8 @@ def _default_exports():
     return sorted(path.name for path in directory.iterdir()) if directory.is_dir() else []
 
 
-def test_flash_mnist_flagfile_generates_trains_exports_and_visualizes(tmp_path):
+def test_the_readme_main_job_reaches_the_readme_top1(tmp_path):
+    assert _readme_top1() == README_TOP1
     data_dir = tmp_path / "flash"
     run_dir = tmp_path / "run"
     common = [
@@ -38,38 +50,24 @@ def test_flash_mnist_flagfile_generates_trains_exports_and_visualizes(tmp_path):
     ]
     default_exports_before = _default_exports()
     train = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ac_keras.train",
-            *common,
-            "--flash_mnist_videos_per_class_train=1",
-            "--flash_mnist_videos_per_class_test=1",
-            "--flash_mnist_cnn_epochs=1",
-            f"--epochs={EPOCHS}",
-            f"--learning_rate={LEARNING_RATE}",
-            "--cluster_sizes=frames:8",
-        ],
+        [sys.executable, "-m", "ac_keras.train", *common, f"--epochs={EPOCHS}"],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=600,
+        timeout=900,
     )
     assert train.returncode == 0, train.stderr[-3000:]
     assert "generating Flash-MNIST" in train.stdout
     assert "Flash-MNIST ready" in train.stdout
-    assert "Final evaluation:" in train.stdout
     info = json.loads((data_dir / "flash_mnist.json").read_text())
-    assert info["num_train_videos"] == info["num_test_videos"] == 1024
+    assert (info["num_train_videos"], info["num_test_videos"]) == (20480, 10240)
+    assert info["cnn_test_digit_accuracy"] > 0.95  # the README: "about 97% on held-out digits"
+    final = re.search(r"Final evaluation: .*top1 ([\d.]+)", train.stdout)
+    assert final, train.stdout[-2000:]
+    assert float(final.group(1)) >= README_TOP1 - TOLERANCE, train.stdout[-2000:]
     # No --export_dir: the export follows --model_dir, nothing lands in the default run's export directory.
     assert (run_dir / "export" / "1" / "saved_model.pb").exists()
     assert _default_exports() == default_exports_before
-    best = json.loads((run_dir / "best" / "metrics.json").read_text())
-    # Something was learned: chance is 1/1024 (one video of each class in the test set, single label), so a
-    # guessing model gets about 1 of the 1,024 test videos right; at least 8 right is 8x chance (the chance of
-    # guessing 8 is about 1e-5). Measured: 14 (top-1 0.0137) with this data and these flags (raw features of
-    # the frame CNN version 2; 19 with the first CNN's centered features).
-    assert best["top1"] >= 8 / 1024, best
     # The flagfile trains on the raw features, as the paper does; the generated training statistics are there
     # for --center_features, the option.
     stats = json.loads((data_dir / "stats.json").read_text())
@@ -81,15 +79,7 @@ def test_flash_mnist_flagfile_generates_trains_exports_and_visualizes(tmp_path):
     # run has finished: nothing is trained, and the same model is not exported again.
     (data_dir / "stats.json").unlink()
     again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ac_keras.train",
-            *common,
-            f"--epochs={EPOCHS}",
-            f"--learning_rate={LEARNING_RATE}",
-            "--cluster_sizes=frames:8",
-        ],
+        [sys.executable, "-m", "ac_keras.train", *common, f"--epochs={EPOCHS}"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -112,7 +102,6 @@ def test_flash_mnist_flagfile_generates_trains_exports_and_visualizes(tmp_path):
             "-m",
             "ac_keras.visualize",
             *common,
-            "--cluster_sizes=frames:8",
             f"--output={picture}",
             "--num_videos=3",
         ],

@@ -10,8 +10,10 @@ import csv
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
+import textwrap
 
 import keras
 import numpy as np
@@ -168,6 +170,116 @@ def test_writes_shards_extraction_errors_and_stats(extracted):
     stdout = extracted["result"].stdout
     assert "--features=rgb:6:float,audio:8:float,flow:4:float" in stdout
     assert "3 video(s) could not be used" in stdout and "python -m ac_keras.train" in stdout
+
+
+# Run before a command in the same interpreter (`run_extract(program=("-c", ...))`): connections anywhere but
+# this machine, and Beam's Prism runner (which would download its binary), fail loudly.
+_NO_NETWORK = textwrap.dedent(
+    """
+    import runpy, socket, sys
+    from apache_beam.runners.portability import prism_runner
+
+    _connect = socket.socket.connect
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else str(address)
+        if self.family in (socket.AF_INET, socket.AF_INET6) and host not in ("localhost", "127.0.0.1", "::1"):
+            raise AssertionError(f"outbound connection to {address}")
+        return _connect(self, address)
+
+    def no_prism(*args, **kwargs):
+        raise AssertionError("the Prism runner was started")
+
+    socket.socket.connect = connect
+    prism_runner.PrismRunner.run_pipeline = no_prism
+    sys.argv = ["tfrecords.extract", *sys.argv[1:]]
+    runpy.run_module("tfrecords.extract", run_name="__main__")
+    """
+)
+
+
+@pytest.mark.slow  # a worker pool and the command in subprocesses
+def test_the_portable_runner_with_a_worker_pool_writes_what_the_default_engine_wrote(extracted, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    # The pool starts each worker as `python` from PATH: this interpreter's, with ac_keras importable.
+    environment = dict(
+        os.environ, PATH=f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", PYTHONPATH=str(ROOT)
+    )
+    pool = subprocess.Popen(
+        [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main", f"--service_port={port}"],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        models = extracted["models"]
+        output = tmp_path / "portable"
+        result = run_extract(
+            f"--labels_csv={extracted['csv']}",
+            f"--output_dir={output}",
+            "--modalities=rgb,audio,flow",
+            f"--rgb_model={models['rgb']}",
+            f"--audio_model={models['audio']}",
+            f"--flow_model={models['flow']}",
+            "--fps=2",
+            "--num_shards=2",
+            "--batch_size=8",
+            "--",
+            "--runner=PortableRunner",
+            "--job_endpoint=embed",
+            "--environment_type=EXTERNAL",
+            f"--environment_config=localhost:{port}",
+            program=("-c", _NO_NETWORK),
+        )
+    finally:
+        pool.terminate()
+        pool.wait(timeout=30)
+    assert "Extracted 6 of 9 video(s)" in result.stdout and "3 video(s) could not be used" in result.stdout
+    default, portable = _records(extracted["output"]), _records(output)
+    assert sorted(portable) == sorted(default)
+    for video_id, record in default.items():
+        assert portable[video_id].context == record.context, video_id
+        assert portable[video_id].feature_lists == record.feature_lists, video_id
+    with open(extracted["output"] / "errors.csv") as first, open(output / "errors.csv") as second:
+        assert sorted(first) == sorted(second)
+
+
+def test_the_default_engine_is_named_and_downloads_nothing(monkeypatch):
+    import socket as socket_module
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability import prism_runner
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.testing.util import assert_that, equal_to
+
+    args = pipeline._beam_options([], num_workers=1, verbose=False)
+    assert "--runner=FnApiRunner" in args and pipeline.LOCAL_ENGINE == "FnApiRunner"
+    options = PipelineOptions(args)
+    runner = pipeline.make_runner(options)
+    assert isinstance(runner, fn_runner.FnApiRunner)
+
+    attempts = []
+
+    def refuse(*args, **kwargs):  # Beam's DirectRunner would catch this and fall back: it is counted too
+        attempts.append(args)
+        raise AssertionError("the local engine must not reach the network or start Prism")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", refuse)
+    monkeypatch.setattr(socket_module, "create_connection", refuse)
+    with beam.Pipeline(runner=runner, options=options) as run:
+        doubled = run | beam.Create([1, 2, 3]) | beam.Map(lambda value: 2 * value)
+        assert_that(doubled, equal_to([2, 4, 6]))
+    assert not attempts
+    # Other runners are Beam's to create from the options; which of them hold a run in this process's memory.
+    assert pipeline.make_runner(PipelineOptions(["--runner=PortableRunner"])) is None
+    assert pipeline.runs_locally([]) and pipeline.runs_locally(["--runner=DirectRunner"])
+    assert pipeline.runs_locally(["--runner=PortableRunner", "--job_endpoint=embed"])
+    assert not pipeline.runs_locally(["--runner=PortableRunner", "--job_endpoint=localhost:8099"])
+    assert not pipeline.runs_locally(["--runner", "DataflowRunner"])
 
 
 def _records(output):
