@@ -57,7 +57,11 @@ def segment_rated_videos(
         num_frames = num_full * segment_size + int(rng.integers(0, segment_size))
         labels = sorted(rng.choice(num_classes, size=classes_per_video, replace=False).tolist())
         shown = {
-            label: sorted(rng.choice(num_full, size=int(rng.integers(1, num_full)), replace=False).tolist())
+            label: sorted(
+                rng.choice(
+                    num_full, size=int(rng.integers(1, num_full)) if num_full > 1 else 1, replace=False
+                ).tolist()
+            )
             for label in labels
         }
         frames = {}
