@@ -11,7 +11,7 @@ import tensorflow as tf
 from absl import app, flags
 from absl.testing import flagsaver
 
-from ac_keras import artifacts, evaluate, metrics, predict, schema, segment_ranking
+from ac_keras import artifacts, cli, evaluate, metrics, predict, schema, segment_ranking
 from ac_keras import config as ac_config
 from ac_keras.data import make_dataset, segments
 from ac_keras.errors import DataError
@@ -320,3 +320,20 @@ def test_segment_flags_and_files_are_checked(model_run, tmp_path):
     bad.write_text("Index\n2\n6\n")
     with pytest.raises(DataError, match=r"ids.csv:3: class 6 is not a class of the model \(0..5"):
         _main(evaluate, *base, "--segment_size=5", f"--segment_classes={bad}")
+    # A rated class the model does not have: the command's short message names the video and the record.
+    example = records.sequence_example("odd", None, {"rgb": np.zeros((10, 8), np.uint8)})
+    records.add_segment_ratings(example, starts=[5], ends=[10], labels=[9], scores=[1])
+    odd = records.write_records(tmp_path / "odd.tfrecord", [example])
+    good = tmp_path / "good.csv"
+    good.write_text("Index\n2\n")
+    with pytest.raises(tf.errors.InvalidArgumentError) as raised:
+        _main(
+            evaluate,
+            *model_run["flags"],
+            f"--eval_data={odd}",
+            "--segment_size=5",
+            f"--segment_classes={good}",
+        )
+    assert cli.user_error_message(raised.value) == (
+        f"Rated segment classes outside [0, 6) (num_classes=6): 9\n  in video(s) odd\n  records {odd}:0"
+    )
