@@ -18,6 +18,13 @@ classified; the exit status is then 1.
 The model's settings come from the run's config.json; of the shared flags, classify reads `--model_dir`,
 `--saved_model`, `--top_k`, `--class_names`, `--stats` (when the run's file has moved), `--batch_size`,
 `--output_json` and `--overwrite` (a training flagfile's other flags are ignored).
+
+With `--window_seconds=S [--window_stride=T]` each video also gets a timeline (`ac_keras.timeline`,
+docs/segments.md): the top classes of every window of S seconds (starting every T seconds), printed and, in
+`--output_json`, `"windows": [{"start": s, "end": s, "classes": [...], "scores": [...], "names": [...]},
+...]`; `--timeline_png=FILE` draws the whole video's best classes' scores over time. The video is decoded
+once and memory is bounded by a window, not by the length of the video; the whole-video classes are the same
+as without a timeline.
 """
 
 from ac_keras import cli  # first: a command's console is quieted before TensorFlow loads
@@ -37,6 +44,7 @@ from absl import app
 from ac_keras import artifacts
 from ac_keras import data as ac_data
 from ac_keras import flags as _flags  # noqa: F401  (defines the shared flags)
+from ac_keras import timeline as timeline_lib
 from ac_keras.errors import UsageError
 from ac_keras.extraction import video
 from ac_keras.task import Task
@@ -55,6 +63,7 @@ class VideoResult:
         scores: tuple of float probabilities of those classes.
         names: tuple of str, their names ("" for a class without one).
         error: str or None, why the video could not be used.
+        timeline: the `timeline.Timeline` of the video when one was asked for (`--window_seconds`), else None.
     """
 
     video: str
@@ -62,16 +71,20 @@ class VideoResult:
     scores: tuple[float, ...] = ()
     names: tuple[str, ...] = ()
     error: str | None = None
+    timeline: timeline_lib.Timeline | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict:
         if self.error is not None:
             return {"video": self.video, "error": self.error}
-        return {
+        result = {
             "video": self.video,
             "classes": list(self.classes),
             "scores": list(self.scores),
             "names": list(self.names),
         }
+        if self.timeline is not None:
+            result["windows"] = [window.to_json() for window in self.timeline.windows]
+        return result
 
 
 class Classifier:
@@ -168,6 +181,29 @@ class Classifier:
             for row_classes, row_scores in zip(classes.numpy(), scores.numpy(), strict=True)
         ]
 
+    def classify_timeline(
+        self, path: str, window_seconds: float, window_stride: float | None = None
+    ) -> VideoResult:
+        """One video's classes and those of each window of it (`ac_keras.timeline.classify_timeline`); a
+        video that cannot be used gets an error.
+
+        Raises:
+            UsageError: the run's extraction is not by rate (no times to window).
+        """
+        try:
+            found = timeline_lib.classify_timeline(
+                self.extractor,
+                self.probabilities,
+                self.top_classes,
+                path,
+                window_seconds=window_seconds,
+                window_stride=window_stride,
+                batch_size=self.config.training.batch_size,
+            )
+        except video.VideoError as error:
+            return VideoResult(path, error=str(error))
+        return VideoResult(path, *found.whole, timeline=found)
+
     def classify(self, paths: Sequence[str], on_result: Callable | None = None) -> list[VideoResult]:
         """Classifies video files, `--batch_size` at a time; a video that cannot be used gets an error.
 
@@ -223,6 +259,9 @@ def format_result(result: VideoResult) -> str:
     lines = [result.video]
     for c, score, name in zip(result.classes, result.scores, result.names, strict=True):
         lines.append(f"  {c:>{width}}  {score:.4f}  {name}".rstrip())
+    if result.timeline is not None:
+        lines.append(f"  timeline ({len(result.timeline.windows)} windows):")
+        lines += timeline_lib.format_windows(result.timeline.windows)
     return "\n".join(lines)
 
 
@@ -238,12 +277,24 @@ def main(argv):
     if not model_dir and not options.saved_model:
         raise app.UsageError("--model_dir or --saved_model: one is required (the model to classify with).")
     output_json = options.output_json
-    if output_json and tf.io.gfile.exists(output_json) and not options.overwrite:
-        raise app.UsageError(f"--output_json: {output_json} exists; pass --overwrite to replace it.")
+    for flag, path in (("output_json", output_json), ("timeline_png", options.timeline_png)):
+        if path and tf.io.gfile.exists(path) and not options.overwrite:
+            raise app.UsageError(f"--{flag}: {path} exists; pass --overwrite to replace it.")
     overrides = {name: given[name] for name in OVERRIDES if name in given}
     classifier = Classifier.load(model_dir=model_dir, saved_model=options.saved_model, **overrides)
     paths = expand_videos(argv[1:])
-    results = classifier.classify(paths, on_result=lambda result: print(format_result(result), flush=True))
+    show = lambda result: print(format_result(result), flush=True)  # noqa: E731
+    if options.window_seconds:
+        timeline_lib.check_extraction(classifier.extractor)
+        results = []
+        for path in paths:
+            results.append(classifier.classify_timeline(path, options.window_seconds, options.window_stride))
+            show(results[-1])
+    else:
+        results = classifier.classify(paths, on_result=show)
+    if options.timeline_png:
+        drawn = [(result.video, result.timeline) for result in results if result.timeline is not None]
+        timeline_lib.draw(drawn, options.timeline_png, classifier.class_names)
     if output_json:
         payload = json.dumps([result.to_json() for result in results], indent=2)
         artifacts.write_text_atomically(output_json, payload + "\n")

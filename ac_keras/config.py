@@ -215,6 +215,14 @@ class CommandOptions:
         visualize_data: the records whose first videos visualize draws (default: `eval_data`).
         visualize_output: the PNG file visualize writes.
         num_videos: how many videos visualize draws.
+        segment_size: predict and evaluate score the segments of this many frames of each video (None: whole
+            videos).
+        segment_classes: the classes rated for segments (`segment_label_ids.csv`): predict writes the 2019
+            submission, evaluate its `segment_map`.
+        top_segments: segments kept per class in the submission.
+        window_seconds: classify also classifies each window of this many seconds (a timeline).
+        window_stride: seconds between window starts (None: window_seconds).
+        timeline_png: classify draws the timeline of each video into this PNG file.
         given: ((field, value), ...) of the `Config` fields set on the command line or in a flagfile, as
             given (classify builds no `Config` of its flags: it takes the run's, with those of its overrides
             that were given).
@@ -234,8 +242,39 @@ class CommandOptions:
     visualize_data: str | None = None
     visualize_output: str = "attention.png"
     num_videos: int = 4
+    segment_size: int | None = None
+    segment_classes: str | None = None
+    top_segments: int = 100_000
+    window_seconds: float | None = None
+    window_stride: float | None = None
+    timeline_png: str | None = None
     given: tuple = ()
     flash_mnist: FlashMnistOptions = FlashMnistOptions()
+
+    def __post_init__(self):
+        _check(self.segment_size is None or self.segment_size >= 1, "segment_size", "must be >= 1 (frames).")
+        _check(
+            self.segment_classes is None or self.segment_size is not None,
+            "segment_classes",
+            "needs --segment_size (the frames of a segment; YouTube-8M 2019: 5).",
+        )
+        _check(self.top_segments >= 1, "top_segments", f"must be >= 1, got {self.top_segments}.")
+        _check(
+            self.window_seconds is None or self.window_seconds > 0,
+            "window_seconds",
+            f"must be > 0 (seconds), got {self.window_seconds}.",
+        )
+        for flag in ("window_stride", "timeline_png"):
+            _check(
+                getattr(self, flag) is None or self.window_seconds is not None,
+                flag,
+                "needs --window_seconds (the length of a window of the timeline).",
+            )
+        _check(
+            self.window_stride is None or self.window_stride > 0,
+            "window_stride",
+            f"must be > 0 (seconds), got {self.window_stride}.",
+        )
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "training": TrainingConfig, "runtime": RuntimeConfig}

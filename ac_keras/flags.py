@@ -182,6 +182,32 @@ flags.DEFINE_enum(
     "Export --format=litert: none (float32), float16 (weights) or int8 (weights and activations, calibrated "
     "on the first training records).",
 )
+flags.DEFINE_integer(
+    "segment_size",
+    None,
+    "Predict/evaluate: score every segment of this many frames (seconds) of each video instead of whole "
+    "videos (YouTube-8M 2019: 5; docs/segments.md).",
+)
+flags.DEFINE_string(
+    "segment_classes",
+    None,
+    "Predict/evaluate with --segment_size: the classes rated for segments, one id a line (YouTube-8M's "
+    "segment_label_ids.csv). Predict writes the 2019 submission (Class,Segments), evaluate its segment_map.",
+)
+flags.DEFINE_integer(
+    "top_segments", 100_000, "Predict/evaluate with --segment_classes: segments kept per class (best first)."
+)
+flags.DEFINE_float(
+    "window_seconds",
+    None,
+    "Classify: also classify each window of this many seconds of every video (a timeline; docs/segments.md).",
+)
+flags.DEFINE_float(
+    "window_stride", None, "Classify: seconds between window starts (default --window_seconds)."
+)
+flags.DEFINE_string(
+    "timeline_png", None, "Classify with --window_seconds: a picture of the top classes' scores over time."
+)
 # The embedded default: Flash-MNIST generated on first use by `python -m ac_keras.train` (defined here so
 # every command accepts configs/flash_mnist.flags).
 flags.DEFINE_bool(
@@ -234,6 +260,12 @@ def options_from_flags(flag_values=FLAGS):
         visualize_data=flag_values.data,
         visualize_output=flag_values.output,
         num_videos=flag_values.num_videos,
+        segment_size=flag_values.segment_size,
+        segment_classes=flag_values.segment_classes,
+        top_segments=flag_values.top_segments,
+        window_seconds=flag_values.window_seconds,
+        window_stride=flag_values.window_stride,
+        timeline_png=flag_values.timeline_png,
         given=tuple(
             (name, flag_values[name].value) for name in ac_config.SECTION_OF if flag_values[name].present
         ),

@@ -31,6 +31,9 @@ Definitions (N videos, C classes, scores `s[n, c]`):
   - `map_top20`: the starter code's mAP: per class, AP over only the (video, class) pairs that made their
     video's top 20, with `P` = all positives of that class, averaged over all C classes (a class without
     positives contributes 0, `filter_empty_classes=False` as in the Model Garden YT-8M evaluator).
+- Segments (YouTube-8M 2019, `segment_eval_inference.py`): `segment_map`, the mean over a submission's classes
+  of the AP of its ranked segments restricted to the rated (segment, class) pairs, with `P` = the class's
+  positive ratings (`segment_average_precisions`; docs/segments.md).
 """
 
 import numpy as np
@@ -625,6 +628,80 @@ class MultiLabelMetrics:
             f"MultiLabelMetrics(num_classes={self.num_classes}, top_k={self.top_k}, "
             f"map_bins={self.map_bins}, gap_bins={self.gap_bins})"
         )
+
+
+def top_k_indices(scores, k):
+    """Column indices of the k highest scores of each row, best first; among equal scores the lower index
+    first (`np.argsort(-scores, axis=1, kind="stable")[:, :k]` in O(rows * columns)).
+
+    Args:
+        scores: float array (rows, columns).
+        k: int, 1 <= k <= columns.
+
+    Returns:
+        int array (rows, k).
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 2 or not 1 <= k <= scores.shape[1]:
+        raise ValueError(f"top_k_indices needs 2-D scores and 1 <= k <= columns; got {scores.shape}, k={k}.")
+    return _top_k_indices(scores, k)
+
+
+def segment_average_precisions(ranked, rated):
+    """Per class, the average precision of a segment submission over the rated (segment, class) pairs.
+
+    The YouTube-8M 2019 segment score (`segment_eval_inference.py` of the starter code): a class's submitted
+    segments, best first, are kept only where the pair (segment, class) was rated, in their order; the kept
+    list's AP is taken with `P` = all positive ratings of the class (rated segments the submission did not
+    list add 0):
+
+        AP_c = (1 / P_c) * sum over the positives at 1-based positions i of the kept list of hits(i) / i
+
+    with hits(i) the number of positives at positions 1..i.
+
+    (The starter gives the kept pairs the scores `(m - i + 1) / m` and hands them to its
+    `average_precision_calculator`: distinct scores in list order, so the same AP.)
+
+    Args:
+        ranked: mapping class id -> sequence of segment ids ("video:start"), best first (a submission row).
+        rated: mapping (segment id, class id) -> rating; a rating > 0 is a positive.
+
+    Returns:
+        dict class id -> AP, for the classes of `ranked` with at least one positive rating (the starter
+        fails on a submitted class without one: its positive count is looked up and missing).
+    """
+    positives = {}
+    by_class = {}
+    for (segment, class_id), rating in rated.items():
+        by_class.setdefault(class_id, {})[segment] = rating > 0
+        if rating > 0:
+            positives[class_id] = positives.get(class_id, 0) + 1
+    precisions = {}
+    for class_id, segments in ranked.items():
+        count = positives.get(class_id, 0)
+        if count == 0:
+            continue
+        ratings = by_class[class_id]
+        hits = np.array([ratings[segment] for segment in segments if segment in ratings], bool)
+        found = np.cumsum(hits)[hits]
+        positions = np.flatnonzero(hits) + 1
+        precisions[class_id] = float(np.sum(found / positions) / count)
+    return precisions
+
+
+def segment_mean_average_precision(ranked, rated):
+    """The YouTube-8M 2019 segment score: the mean of `segment_average_precisions` over its classes.
+
+    Args:
+        ranked, rated: as in `segment_average_precisions`.
+
+    Returns:
+        dict: `segment_map` (NaN when no submitted class has a positive rating) and `segment_map_classes`,
+        the number of classes averaged.
+    """
+    precisions = segment_average_precisions(ranked, rated)
+    value = float(np.mean(list(precisions.values()))) if precisions else float("nan")
+    return {"segment_map": value, "segment_map_classes": len(precisions)}
 
 
 def make_metrics(label_mode, num_classes, **kwargs):

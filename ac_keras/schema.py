@@ -32,6 +32,14 @@ LABELS_KEY = "labels"
 VIDEO_ID_KEY = "video_id"
 # Video-level Example records store one vector per modality under `mean_<name>` (YouTube-8M layout).
 VIDEO_LEVEL_PREFIX = "mean_"
+# Context keys of the YouTube-8M 2019 segment-rated records (`validate`, `test`): four parallel lists, one
+# entry per rated (segment, class) pair: the segment's first frame and its end (seconds, which at one frame
+# per second are frame indices; the segment is `[start, end)`), the class and the rating (1 = the class is
+# in the segment, 0 = it is not). `ac_keras.data.segments` reads them.
+SEGMENT_START_TIMES_KEY = "segment_start_times"
+SEGMENT_END_TIMES_KEY = "segment_end_times"
+SEGMENT_LABELS_KEY = "segment_labels"
+SEGMENT_SCORES_KEY = "segment_scores"
 
 DTYPES = ("uint8", "float")
 # How labels are encoded: "single" (one label per video, one-hot) or "multi" (multi-hot).

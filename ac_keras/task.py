@@ -205,6 +205,26 @@ class Task:
             dataset = dataset.map(_without_ids)
         return ac_data.shard_for_workers(dataset, num_workers)
 
+    def segment_dataset(self, file_pattern, segment_size, *, check_classes=True):
+        """The segments of `segment_size` frames of every video of `file_pattern`, `eval_frames` frames each
+        (`ac_keras.data.segments`): per batch of `batch_size` videos, a dict with the modalities, each
+        segment's video id, start, end and 2019 ratings (their classes checked against num_classes unless
+        `check_classes` is False)."""
+        data = self.config.data
+        return ac_data.make_dataset(
+            file_pattern,
+            data.feature_specs,
+            batch_size=self.config.training.batch_size,
+            training=False,
+            num_frames=data.eval_frames or None,
+            num_classes=data.num_classes if check_classes else None,
+            missing_fill=self.stats.missing_fill,
+            dequantize=not self.uint8_inputs,
+            skip_corrupt=data.skip_corrupt,
+            skip_nonfinite=data.skip_nonfinite,
+            segment_size=segment_size,
+        )
+
     # ------------------------------------------------------------------------------- loss and metrics
     def per_example_loss(self, labels, logits):
         """Softmax cross-entropy (single-label) or the mean sigmoid cross-entropy over classes, float32."""

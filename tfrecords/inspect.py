@@ -1,4 +1,4 @@
-"""Prints one record of a TFRecord file: id, labels, modalities, frame counts and value ranges.
+"""Prints one record of a TFRecord file: id, labels, modalities, frame counts, value ranges, segment ratings.
 
     python -m tfrecords.inspect /data/train-00000-of-00100.tfrecord --index=3
 
@@ -72,7 +72,44 @@ def describe_record(path: str, index: int = 0, features=None) -> str:
     for name in sorted(set(specs) - set(feature_lists)):
         if specs[name].video_level_key not in context:
             lines.append(f"modality {name}: missing (the reader fills it)")
+    lines += _describe_ratings(context)
     return "\n".join(lines)
+
+
+# Rated pairs listed by `describe_record`; the rest are counted.
+MAX_LISTED_RATINGS = 20
+
+
+def _describe_ratings(context) -> list[str]:
+    """The YouTube-8M 2019 segment ratings of a record's context, if it has any."""
+    keys = (
+        schema.SEGMENT_START_TIMES_KEY,
+        schema.SEGMENT_END_TIMES_KEY,
+        schema.SEGMENT_LABELS_KEY,
+        schema.SEGMENT_SCORES_KEY,
+    )
+    if not any(key in context for key in keys):
+        return []
+    starts, ends, labels = (list(context[key].int64_list.value) for key in keys[:3])
+    scores = list(context[keys[3]].float_list.value)
+    if not len(starts) == len(ends) == len(labels) == len(scores):
+        return [
+            f"segment ratings: lists of unequal length ({len(starts)} starts, {len(ends)} ends, "
+            f"{len(labels)} labels, {len(scores)} scores): the reader refuses this record"
+        ]
+    positives = sum(score > 0 for score in scores)
+    segments = len(set(zip(starts, ends, strict=True)))
+    pairs = [
+        f"[{start}, {end}) class {label}: {score:g}"
+        for start, end, label, score in sorted(zip(starts, ends, labels, scores, strict=True))
+    ]
+    more = len(pairs) - MAX_LISTED_RATINGS
+    return [
+        f"segment ratings: {len(pairs)} (segment, class) pairs over {segments} segments, "
+        f"{positives} positive",
+        *(f"  {pair}" for pair in pairs[:MAX_LISTED_RATINGS]),
+        *([f"  ... and {more} more"] if more > 0 else []),
+    ]
 
 
 def _id_text(context) -> str:

@@ -82,3 +82,52 @@ def format_class_names(names):
     writer.writerow(["index", "name"])
     writer.writerows([index, name] for index, name in enumerate(names) if name)
     return buffer.getvalue()
+
+
+def read_segment_classes(path, num_classes):
+    """Reads the classes rated for segments: YouTube-8M's `segment_label_ids.csv` (`--segment_classes`).
+
+    One class id a line, a header line (`Index`) optional first; blank lines are skipped. The starter's
+    `inference.py` skips every line that is not an integer; here such a line after the header is an error.
+
+    Args:
+        path: str, local or `gs://`.
+        num_classes: int; every class must lie in `0 .. num_classes - 1` (a class of the model).
+
+    Returns:
+        A tuple of the distinct class ids, in increasing order.
+
+    Raises:
+        MissingDataError: the file does not exist.
+        DataError: naming the file and line: a line that is not one integer, a class that is not one of
+            the model's, or no class at all.
+    """
+    if not tf.io.gfile.exists(path):
+        raise MissingDataError(f"--segment_classes: {path} does not exist.")
+    with tf.io.gfile.GFile(path, "r") as handle:
+        text = handle.read().removeprefix("\ufeff")
+    classes = set()
+    first = True
+    for line, raw in enumerate(text.splitlines(), start=1):
+        cell = raw.strip()
+        if not cell:
+            continue
+        try:
+            class_id = int(cell)
+        except ValueError:
+            if first and "," not in cell:  # the header, e.g. "Index"
+                first = False
+                continue
+            raise DataError(
+                f"{path}:{line}: expected one class id a line (segment_label_ids.csv), got {raw!r}."
+            ) from None
+        first = False
+        if not 0 <= class_id < num_classes:
+            raise DataError(
+                f"{path}:{line}: class {class_id} is not a class of the model (0..{num_classes - 1}, "
+                f"--num_classes={num_classes})."
+            )
+        classes.add(class_id)
+    if not classes:
+        raise DataError(f"{path} lists no class (expected one class id a line, after an optional header).")
+    return tuple(sorted(classes))

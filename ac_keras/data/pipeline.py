@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from ac_keras import schema
-from ac_keras.data import decoder, files, parser
+from ac_keras.data import decoder, files, parser, segments
 from ac_keras.data.files import SkipCounter
 from ac_keras.data.stats import ClassWeights
 
@@ -42,6 +42,7 @@ def make_dataset(
     num_parallel_reads: int | None = None,
     dequantize: bool = True,
     split_files: bool = False,
+    segment_size: int | None = None,
 ) -> tf.data.Dataset:
     """Builds the `tf.data` input pipeline over YouTube-8M-style TFRecords.
 
@@ -84,6 +85,13 @@ def make_dataset(
             service's `distributed_epoch` mode): each file is then checked as it ends (`files.read_chunks`,
             slower per record) instead of all files at the end of the pass, which no single reader sees.
             Defaults to False.
+        segment_size: int or None; an int reads each video as its segments of `segment_size` frames, for
+            prediction and evaluation (`ac_keras.data.segments`): every element is then the dict of
+            `segments.parse_segment_batch` for the segments of `batch_size` videos (their number varies),
+            `num_frames` frames selected per segment, `num_classes` (optional) only checking the rated
+            classes of the 2019 records. Needs training=False, no class_weights, no drop_remainder,
+            record_type "auto" or "frame" (frame-level records; one without frames has no segment).
+            Defaults to None (whole videos).
 
     Returns:
         A `tf.data.Dataset` of `(features, labels)`, or `(features, labels, sample_weights)` with
@@ -107,6 +115,8 @@ def make_dataset(
         num_parallel_reads=num_parallel_reads,
         num_frames=num_frames,
     )
+    if segment_size is not None:
+        _validate_segment_arguments(segment_size, training, class_weights, drop_remainder, record_type)
     if (skip_corrupt or skip_nonfinite) and skip_counter is None:
         skip_counter = SkipCounter()
 
@@ -171,20 +181,33 @@ def make_dataset(
         )
         batches = tf.data.Dataset.zip(batches, seeds)
 
-    parse = _batch_parser(
-        specs,
-        file_names=file_list,
-        training=training,
-        num_frames=num_frames,
-        num_classes=num_classes,
-        label_mode=label_mode,
-        record_type=record_type,
-        missing_fill=missing_fill,
-        class_weights=class_weights,
-        skip_nonfinite=skip_nonfinite,
-        skip_counter=skip_counter,
-        dequantize=dequantize,
-    )
+    if segment_size is not None:
+        parse = segments.segment_batch_parser(
+            specs,
+            file_names=file_list,
+            segment_size=segment_size,
+            num_frames=num_frames,
+            num_classes=num_classes,
+            missing_fill=missing_fill,
+            skip_nonfinite=skip_nonfinite,
+            skip_counter=skip_counter,
+            dequantize=dequantize,
+        )
+    else:
+        parse = _batch_parser(
+            specs,
+            file_names=file_list,
+            training=training,
+            num_frames=num_frames,
+            num_classes=num_classes,
+            label_mode=label_mode,
+            record_type=record_type,
+            missing_fill=missing_fill,
+            class_weights=class_weights,
+            skip_nonfinite=skip_nonfinite,
+            skip_counter=skip_counter,
+            dequantize=dequantize,
+        )
     if training:
         dataset = batches.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:  # evaluation draws nothing at random: no seeds
@@ -361,6 +384,20 @@ def _validate_arguments(
             )
     if num_parallel_reads is not None and not positive_int(num_parallel_reads):
         raise ValueError(f"num_parallel_reads must be a positive int or None, got {num_parallel_reads!r}.")
+
+
+def _validate_segment_arguments(segment_size, training, class_weights, drop_remainder, record_type):
+    if isinstance(segment_size, bool) or not isinstance(segment_size, int | np.integer) or segment_size < 1:
+        raise ValueError(f"segment_size must be a positive int or None, got {segment_size!r}.")
+    if training or class_weights is not None or drop_remainder:
+        raise ValueError(
+            "segment_size reads segments for prediction and evaluation: it needs training=False, "
+            "class_weights=None and drop_remainder=False."
+        )
+    if record_type == "video":
+        raise ValueError(
+            "segment_size needs frame-level records (record_type 'auto' or 'frame'), not 'video'."
+        )
 
 
 def _drop_nonfinite(features, targets, nonfinite, counter):

@@ -16,7 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from ac_keras import schema
-from ac_keras.data import files, parser
+from ac_keras.data import files, parser, segments
 from ac_keras.errors import DataError
 
 # The "format" value of the statistics JSON written by `python -m tfrecords.stats`.
@@ -251,17 +251,21 @@ def compute_stats(
             for spec in specs
         }
         lengths = {spec.name: parsed.features[spec.name].row_lengths() for spec in specs}
-        return sums, lengths, parsed.label_ids.flat_values, parsed.label_ids.row_lengths()
+        ratings = segments.decode_ratings(serialized, record_names=record_names)
+        rated = (ratings.labels, ratings.scores)
+        return sums, lengths, parsed.label_ids.flat_values, parsed.label_ids.row_lengths(), rated
 
     sums = {spec.name: np.zeros(spec.dim, np.float64) for spec in specs}
     histograms = {spec.name: {} for spec in specs}
     label_values = []
     num_videos = 0
     num_without_labels = 0
+    rated_pairs, rated_positives, rated_videos = {}, {}, 0
     start = time.monotonic()
     batches = files.read_serialized_batches(file_pattern, batch_size=batch_size, skip_corrupt=skip_corrupt)
     for step, (serialized, record_names) in enumerate(batches):
-        batch_sums, batch_lengths, flat_labels, label_counts = summarize(serialized, record_names)
+        batch_sums, batch_lengths, flat_labels, label_counts, rated = summarize(serialized, record_names)
+        rated_videos += _count_ratings(rated, record_names, rated_pairs, rated_positives)
         for spec in specs:
             sums[spec.name] += batch_sums[spec.name].numpy()
             lengths, counts = np.unique(batch_lengths[spec.name].numpy(), return_counts=True)
@@ -300,7 +304,7 @@ def compute_stats(
             "mean": mean,
             "frame_count_histogram": {str(k): int(v) for k, v in sorted(histogram.items())},
         }
-    return {
+    result = {
         "format": STATS_FORMAT,
         "data": file_pattern,
         "features": ",".join(str(spec) for spec in specs),
@@ -311,6 +315,41 @@ def compute_stats(
         "class_counts": [int(count) for count in class_counts],
         "modalities": modalities,
     }
+    if rated_pairs:
+        result["segment_ratings"] = {
+            "num_videos": rated_videos,
+            "num_pairs": sum(rated_pairs.values()),
+            "num_positives": sum(rated_positives.values()),
+            "classes": {
+                str(label): {"pairs": rated_pairs[label], "positives": rated_positives.get(label, 0)}
+                for label in sorted(rated_pairs)
+            },
+        }
+    return result
+
+
+def _count_ratings(rated, record_names, pairs, positives) -> int:
+    """Adds a batch's 2019 segment ratings to the per-class counts; returns the videos with ratings.
+
+    Raises:
+        DataError: a record whose segment_labels and segment_scores differ in length (naming it).
+    """
+    labels, scores = rated
+    label_counts, score_counts = labels.row_lengths().numpy(), scores.row_lengths().numpy()
+    unequal = np.flatnonzero(label_counts != score_counts)
+    if unequal.size:
+        name = record_names.numpy()[unequal[0]].decode("utf-8", "replace")
+        raise DataError(
+            f"{name}: {schema.SEGMENT_LABELS_KEY} holds {label_counts[unequal[0]]} entries, "
+            f"{schema.SEGMENT_SCORES_KEY} {score_counts[unequal[0]]}; expected one per rated pair each."
+        )
+    for label, score in zip(
+        labels.flat_values.numpy().tolist(), scores.flat_values.numpy().tolist(), strict=True
+    ):
+        pairs[label] = pairs.get(label, 0) + 1
+        if score > 0:
+            positives[label] = positives.get(label, 0) + 1
+    return int(np.sum(label_counts > 0))
 
 
 def write_stats(stats: dict, path: str) -> None:

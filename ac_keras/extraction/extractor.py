@@ -18,6 +18,7 @@ Modalities and what each stores per feature:
 """
 
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -283,6 +284,23 @@ class Extractor:
         return [((2 * k + 1) * num_patches) // (2 * count) for k in range(count)]
 
     def _frame_inputs(self, path: str) -> Iterator[tuple[str, int, np.ndarray]]:
+        for name, index, _, model_input in self.timed_frame_inputs(path, self.spec.sampling()):
+            yield name, index, model_input
+
+    def timed_frame_inputs(self, path: str, sampling=None) -> Iterator[tuple[str, int, float, np.ndarray]]:
+        """The rgb and flow inputs of `inputs`, one decoded frame at a time, with their time.
+
+        Args:
+            path: the video file.
+            sampling: a `video.Sampling`; None: the spec's (`max_frames=None` reads the whole video).
+
+        Yields:
+            `(modality, index, seconds, model_input)`: rgb's input of frame `index` at its time; flow's input
+            from frame `index` to the next at the time of frame `index`.
+
+        Raises:
+            video.VideoError: the file cannot be used.
+        """
         from ac_keras.extraction import flow as flow_lib
         from ac_keras.extraction import video
 
@@ -291,19 +309,65 @@ class Extractor:
         flow_size = self.frame_size("flow") if "flow" in names else None
         flow_channels = getattr(self.embedder("flow"), "channels", 3) if "flow" in names else 3
         previous = None
+        previous_time = None
         count = 0
-        for index, (_, frame) in enumerate(video.iter_frames(path, self.spec.sampling())):
+        for index, (timestamp, frame) in enumerate(video.iter_frames(path, sampling or self.spec.sampling())):
             count += 1
             if "rgb" in names:
-                yield "rgb", index, _resize(frame, rgb_size)
+                yield "rgb", index, timestamp, _resize(frame, rgb_size)
             if "flow" in names:
                 current = _resize(frame, flow_size)
                 if previous is not None:
                     image = _flow_image(previous, current)
-                    yield "flow", index - 1, image if flow_channels == 2 else flow_lib.flow_xym(image)
-                previous = current
+                    flow_input = image if flow_channels == 2 else flow_lib.flow_xym(image)
+                    yield "flow", index - 1, previous_time, flow_input
+                previous, previous_time = current, timestamp
         if count == 0:
             raise video.VideoError(path, "no_frames", "no frame could be decoded")
+
+    def timed_audio_inputs(
+        self, path: str, patches_per_piece: int = 64
+    ) -> Iterator[tuple[int, float, np.ndarray]]:
+        """The audio inputs of `inputs` for the whole track, decoded and turned into log-mel patches a piece
+        at a time (memory: `patches_per_piece` patches of waveform, whatever the length of the track).
+
+        The waveform is cut at patch boundaries (`audio.PATCH_FRAMES` STFT hops), each piece with the STFT
+        window's overhang, so the patches are those of the whole waveform (`audio.log_mel_patches`).
+
+        Yields:
+            `(index, seconds, patch)`: patch `index` starts at `index * audio.PATCH_SECONDS`. Nothing for a
+            file without an audio stream.
+
+        Raises:
+            video.VideoError: the file cannot be used.
+        """
+        from ac_keras.extraction import audio, video
+
+        hop = audio.PATCH_FRAMES * audio.STFT_HOP_SAMPLES  # samples per patch
+        overhang = audio.STFT_WINDOW_SAMPLES - audio.STFT_HOP_SAMPLES
+        pieces = video.iter_audio(path, sample_rate=audio.SAMPLE_RATE)
+        if next(pieces) is None:
+            return
+        waiting, num_waiting = [], 0  # decoded samples not yet in a patch, as decoded
+        index = 0
+        for piece in itertools.chain(pieces, [None]):
+            final = piece is None
+            if not final:
+                waiting.append(piece)
+                num_waiting += len(piece)
+                if num_waiting < patches_per_piece * hop + overhang:
+                    continue
+            buffer = np.concatenate(waiting) if waiting else np.zeros((0,), np.float32)
+            count = max(0, (len(buffer) - overhang) // hop) if final else patches_per_piece
+            while count:
+                patches = audio.log_mel_patches(buffer[: count * hop + overhang].astype(np.float64))
+                for patch in patches:
+                    yield index, index * audio.PATCH_SECONDS, patch
+                    index += 1
+                buffer = buffer[count * hop :]
+                available = max(0, (len(buffer) - overhang) // hop)
+                count = available if final else (patches_per_piece if available >= patches_per_piece else 0)
+            waiting, num_waiting = [buffer], len(buffer)
 
     def flow_images(self, frames) -> np.ndarray:
         """The 2-channel flow images the extraction computes from a video's sampled frames.

@@ -99,7 +99,8 @@ class Sampling:
 
     Args:
         fps: float, sample times per second of video. Defaults to 1.0 (YouTube-8M).
-        max_frames: int, at most this many frames at `fps`. Defaults to 300 (YouTube-8M).
+        max_frames: int, at most this many frames at `fps`; None: every sample time of the whole video (a
+            timeline of a long video; `iter_frames` then decodes to the end). Defaults to 300 (YouTube-8M).
         num_frames: int or None, take this many frames at the centres of equal segments of the whole video
             instead (the paper's Kinetics protocol); `fps` and `max_frames` are then unused. Defaults to None.
 
@@ -108,7 +109,7 @@ class Sampling:
     """
 
     fps: float = 1.0
-    max_frames: int = 300
+    max_frames: int | None = 300
     num_frames: int | None = None
 
     def __post_init__(self):
@@ -118,8 +119,11 @@ class Sampling:
             or not 0 < self.fps < math.inf
         ):
             raise ValueError(f"Sampling fps must be a positive finite number, got {self.fps!r}.")
-        if not _is_positive_int(self.max_frames):
-            raise ValueError(f"Sampling max_frames must be a positive int, got {self.max_frames!r}.")
+        if not (_is_positive_int(self.max_frames) or (self.max_frames is None and self.num_frames is None)):
+            raise ValueError(
+                "Sampling max_frames must be a positive int (or None without num_frames), got "
+                f"{self.max_frames!r}."
+            )
         if self.num_frames is not None and not _is_positive_int(self.num_frames):
             raise ValueError(f"Sampling num_frames must be a positive int or None, got {self.num_frames!r}.")
 
@@ -141,14 +145,16 @@ def sample_times(sampling: Sampling, duration: float) -> np.ndarray:
         `(2k + 1) * duration / (2K)` (finite `duration` only).
 
     Raises:
-        ValueError: `duration` is negative or NaN, or infinite with `num_frames`.
+        ValueError: `duration` is negative or NaN, or infinite with `num_frames` or `max_frames=None`.
     """
-    if not duration >= 0 or (sampling.num_frames is not None and math.isinf(duration)):
+    unbounded = sampling.num_frames is not None or sampling.max_frames is None
+    if not duration >= 0 or (unbounded and math.isinf(duration)):
         raise ValueError(f"duration must be a finite number of seconds >= 0, got {duration!r}.")
     if sampling.num_frames is not None:
         count = sampling.num_frames
         return (2 * np.arange(count, dtype=np.float64) + 1) * duration / (2 * count)
-    times = np.arange(sampling.max_frames, dtype=np.float64) / sampling.fps
+    count = sampling.max_frames if sampling.max_frames is not None else math.ceil(duration * sampling.fps) + 1
+    times = np.arange(count, dtype=np.float64) / sampling.fps
     return times[times < duration]
 
 
@@ -221,8 +227,8 @@ def iter_frames(
 
     Frames are decoded one at a time and converted as they are taken, so memory holds one frame whatever
     the length of the video; decoding stops once the last sample time has its frame (after `max_frames`
-    seconds at `fps=1`, so at most the first 300 s are decoded by default). Nothing is read before the first
-    `next()`; closing the iterator early closes the file.
+    seconds at `fps=1`, so at most the first 300 s are decoded by default; with `max_frames=None` the whole
+    video). Nothing is read before the first `next()`; closing the iterator early closes the file.
 
     Args:
         path: str, a local path or any URL `tf.io.gfile` reads (`gs://...`).
@@ -246,11 +252,11 @@ def iter_frames(
 
 def _iter_frames(path, sampling, size):
     if sampling.num_frames is not None:
-        times = sample_times(sampling, probe(path).duration)
-    else:
-        times = sample_times(sampling, math.inf)
+        times = _SampleTimes(sample_times(sampling, probe(path).duration))
+    else:  # computed as they are needed: with max_frames=None there is no last one
+        times = _SampleTimes(None, fps=sampling.fps, count=sampling.max_frames)
     # The frame for times[k] must come before times[k + 1] (less the tolerance); the last has no end.
-    ends = np.append(times[1:], math.inf) - TIME_TOLERANCE
+    ends = times.ends
     with _opened(path) as container:
         stream = _video_stream(container, path)
         stream.codec_context.thread_type = "AUTO"
@@ -275,7 +281,7 @@ def _iter_frames(path, sampling, size):
                         yield shown[0], _to_rgb(shown[1], size)
                         shown = None
                     index += 1
-                    if index == len(times):
+                    if index == times.count:
                         return
                 shown = (timestamp, frame)
                 continue
@@ -285,13 +291,40 @@ def _iter_frames(path, sampling, size):
             if timestamp >= times[index] - TIME_TOLERANCE:
                 yield timestamp, _to_rgb(frame, size)
                 index += 1
-                if index == len(times):
+                if index == times.count:
                     return
         if previous is None:
             raise VideoError(path, "no_frames", "its video stream decoded to no frame")
         _check_complete(path, stream, previous - origin + period)
         if shown is not None:
             yield shown[0], _to_rgb(shown[1], size)
+
+
+class _SampleTimes:
+    """The sample times `times[k]` and their ends `ends[k]` (the next time less the tolerance; the last one
+    infinite), from an array, or `k / fps` computed as asked for (`count` of them, None: no end), the same
+    float64 values `sample_times` gives."""
+
+    def __init__(self, times, *, fps=None, count=None):
+        self._times = times
+        self._fps = fps
+        self.count = len(times) if times is not None else count
+        self.ends = _SampleEnds(self)
+
+    def __getitem__(self, index):
+        if self._times is not None:
+            return float(self._times[index])
+        return index / self._fps
+
+
+class _SampleEnds:
+    def __init__(self, times):
+        self._times = times
+
+    def __getitem__(self, index):
+        if self._times.count is not None and index + 1 >= self._times.count:
+            return math.inf
+        return self._times[index + 1] - TIME_TOLERANCE
 
 
 def read_frames(
@@ -339,29 +372,57 @@ def read_audio(path: str, sample_rate: int = AUDIO_SAMPLE_RATE) -> np.ndarray | 
         VideoError: kind "zero_bytes" or "unreadable" as for video; "unsupported_codec" when FFmpeg has no
             decoder for the audio; "corrupt" when decoding fails.
     """
+    chunks = iter_audio(path, sample_rate)
+    first = next(chunks)
+    if first is None:
+        return None
+    chunks = [first, *chunks]
+    if not any(len(chunk) for chunk in chunks):
+        return np.zeros((0,), np.float32)
+    return np.concatenate(chunks)
+
+
+def iter_audio(path: str, sample_rate: int = AUDIO_SAMPLE_RATE) -> Iterator[np.ndarray | None]:
+    """`read_audio` one decoded piece at a time (memory: a piece, whatever the length of the track).
+
+    The first item is None when the file has no audio stream (and the only one); otherwise the items are
+    float32 `(samples,)` pieces in [-1, 1] whose concatenation is what `read_audio` returns (the first piece
+    may be empty). The file is checked on the first `next()`.
+
+    Args:
+        path: str, a local path or any URL `tf.io.gfile` reads.
+        sample_rate: int, the output rate in Hz. Defaults to 16000.
+
+    Raises:
+        VideoError: as `read_audio`, when the piece that fails is reached.
+    """
     if not _is_positive_int(sample_rate):
         raise ValueError(f"sample_rate must be a positive int, got {sample_rate!r}.")
+    return _iter_audio(path, sample_rate)
+
+
+def _iter_audio(path, sample_rate):
     with _opened(path) as container:
         if not container.streams.audio:
-            return None
+            yield None
+            return
         stream = container.streams.audio[0]
         if stream.codec_context is None:
             raise VideoError(path, "unsupported_codec", "FFmpeg has no decoder for its audio codec")
         # Planar float at the new rate, channels kept: their mean is VGGish's mono mix (swresample's own
         # mono mix weighs each side of a stereo pair by 1/sqrt(2), not 1/2).
         resampler = av.AudioResampler(format="fltp", rate=sample_rate)
-        chunks = []
+        yield np.zeros((0,), np.float32)
         try:
             for frame in itertools.chain(_decode(container, stream, path), [None]):
-                chunks.extend(resampled.to_ndarray().mean(axis=0) for resampled in resampler.resample(frame))
+                for resampled in resampler.resample(frame):
+                    mono = resampled.to_ndarray().mean(axis=0)
+                    yield np.clip(mono, -1.0, 1.0).astype(np.float32, copy=False)
         except VideoError:
             raise
         except (ValueError, av.error.FFmpegError) as error:
             # PyAV's resampler refuses frames whose format, layout or rate differ from the first frame's.
             raise VideoError(path, "corrupt", f"its audio failed to resample ({error})") from error
-    if not chunks:
-        return np.zeros((0,), np.float32)
-    return np.clip(np.concatenate(chunks), -1.0, 1.0).astype(np.float32, copy=False)
 
 
 def _check_size(size):

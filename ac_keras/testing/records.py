@@ -48,6 +48,27 @@ def sequence_example(
     return example
 
 
+def add_segment_ratings(example: tf.train.SequenceExample, *, starts, ends, labels, scores):
+    """Adds the YouTube-8M 2019 segment rating lists to a record's context, as given (lists of unequal length
+    make bad records).
+
+    Args:
+        example: a `tf.train.SequenceExample` (changed in place).
+        starts, ends: int sequences, `segment_start_times` and `segment_end_times` (seconds = frames).
+        labels: int sequence, `segment_labels` (class ids).
+        scores: float sequence, `segment_scores` (1.0 = the class is in the segment, 0.0 = it is not).
+
+    Returns:
+        `example`.
+    """
+    context = example.context.feature
+    context[schema.SEGMENT_START_TIMES_KEY].int64_list.value.extend(int(x) for x in starts)
+    context[schema.SEGMENT_END_TIMES_KEY].int64_list.value.extend(int(x) for x in ends)
+    context[schema.SEGMENT_LABELS_KEY].int64_list.value.extend(int(x) for x in labels)
+    context[schema.SEGMENT_SCORES_KEY].float_list.value.extend(float(x) for x in scores)
+    return example
+
+
 def video_level_example(video_id, labels: Sequence[int] | None, means: Mapping[str, Sequence[float]]):
     """Builds a video-level `tf.train.Example` (YouTube-8M layout: `id`, `labels`, `mean_<name>`).
 
