@@ -17,7 +17,7 @@ run. (Keras 3's `apply` clips each replica's partial gradients by their own norm
 
 The slots are read through Keras 3's optimizer internals (`_velocities`, `_momentums`,
 `_get_variable_index`); `fused_update_unsupported` checks that they exist and fit the variables, so another
-Keras version that changes them falls back to `apply` with a logged reason instead of failing.
+Keras version that changes them falls back to `apply` with a warning line giving the reason instead of failing.
 `fused_update_unsupported(optimizer)` names what the fused path cannot do; the training loop then uses the
 Keras optimizer's `apply`: `LossScaleOptimizer` (mixed_float16), weight decay, EMA, gradient accumulation,
 `clipnorm`/`clipvalue`, variable constraints, RMSProp `centered=True`, Adam `amsgrad=True`, and any other

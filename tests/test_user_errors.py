@@ -286,11 +286,13 @@ def test_unknown_flag_is_a_short_usage_error(started):
 
 def test_resuming_with_another_configuration_is_refused_before_restoring(tmp_path):
     path = _write(tmp_path / "train.tfrecord", _good_videos())
-    status, output = _train(tmp_path, path)
+    status, output = _train(tmp_path, path, "--noexport")  # the export is not what this test is about
     assert status == 0, output
     checkpoint_files = sorted((tmp_path / "run" / "checkpoints").iterdir())
     saved_config = (tmp_path / "run" / "config.json").read_text()
-    status, output = _train(tmp_path, path, "--cluster_sizes=4", "--weighting=fc2", "--epochs=2")
+    status, output = _train(
+        tmp_path, path, "--cluster_sizes=4", "--weighting=fc2", "--epochs=2", "--noexport"
+    )
     _assert_short_error(
         status, output, "--cluster_sizes: rgb:2 in the run, rgb:4 now", "--weighting: fc1 in the run, fc2 now"
     )
@@ -298,7 +300,7 @@ def test_resuming_with_another_configuration_is_refused_before_restoring(tmp_pat
     assert sorted((tmp_path / "run" / "checkpoints").iterdir()) == checkpoint_files
     assert (tmp_path / "run" / "config.json").read_text() == saved_config
     # Settings that may change between runs are accepted.
-    status, output = _train(tmp_path, path, "--epochs=2")
+    status, output = _train(tmp_path, path, "--epochs=2", "--noexport")
     assert status == 0, output
 
 
