@@ -125,19 +125,26 @@ def extracted(tmp_path_factory):
     csv_path.write_text("\n".join(rows) + "\n")
     models = tiny_models(root)
     output = root / "records"
-    result = run_extract(
+    # What was extracted and how, but where to and on which engine.
+    settings = (
         f"--labels_csv={csv_path}",
-        f"--output_dir={output}",
         "--modalities=rgb,audio,flow",
         f"--rgb_model={models['rgb']}",
         f"--audio_model={models['audio']}",
         f"--flow_model={models['flow']}",
         "--fps=2",
         "--num_shards=2",
-        "--num_workers=2",
         "--batch_size=8",
     )
-    return {"root": root, "output": output, "models": models, "result": result, "csv": csv_path}
+    result = run_extract(*settings, f"--output_dir={output}", "--num_workers=2")
+    return {
+        "root": root,
+        "output": output,
+        "models": models,
+        "result": result,
+        "csv": csv_path,
+        "settings": settings,
+    }
 
 
 @pytest.mark.slow  # runs the command (Beam workers, TensorFlow start-up)
@@ -215,18 +222,10 @@ def test_the_portable_runner_with_a_worker_pool_writes_what_the_default_engine_w
         stderr=subprocess.DEVNULL,
     )
     try:
-        models = extracted["models"]
         output = tmp_path / "portable"
         result = run_extract(
-            f"--labels_csv={extracted['csv']}",
+            *extracted["settings"],
             f"--output_dir={output}",
-            "--modalities=rgb,audio,flow",
-            f"--rgb_model={models['rgb']}",
-            f"--audio_model={models['audio']}",
-            f"--flow_model={models['flow']}",
-            "--fps=2",
-            "--num_shards=2",
-            "--batch_size=8",
             "--",
             "--runner=PortableRunner",
             "--job_endpoint=embed",
