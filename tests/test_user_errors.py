@@ -348,7 +348,7 @@ def _verbose_run(directory):
 
 
 @_uses("quiet_run", "verbose_run")
-def test_tensorflow_log_lines_stay_out_of_a_normal_run(started):
+def test_a_normal_run_shows_no_native_info_or_known_harmless_line(started):
     _, (status, output) = started("quiet_run")
     assert status == 0, output
     for noise in ("oneDNN", "cuda", "absl::InitializeLog", "XLA service", "I0000", "E0000", "W0000"):

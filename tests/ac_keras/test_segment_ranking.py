@@ -238,6 +238,7 @@ def _ratings(path):
     return rated
 
 
+@pytest.mark.slow  # trains or runs a command in-process for seconds (the fast tier skips it)
 def test_evaluate_scores_the_submission_predict_writes(model_run, tmp_path):
     segment_flags = [
         *model_run["flags"],
@@ -261,6 +262,7 @@ def test_evaluate_scores_the_submission_predict_writes(model_run, tmp_path):
     )
 
 
+@pytest.mark.slow  # trains or runs a command in-process for seconds (the fast tier skips it)
 def test_predict_gives_each_segment_of_a_record_its_scores(model_run, tmp_path):
     """Without --segment_classes: one row per segment; a video of one segment is scored as the video."""
     both = f"{model_run['records']},{model_run['short']}"

@@ -76,6 +76,7 @@ def _reference_windows(classifier, path, window_seconds, stride):
     return [(start, end, row) for (start, end, _), row in zip(expected, scores, strict=True)]
 
 
+@pytest.mark.slow  # trains or runs a command in-process for seconds (the fast tier skips it)
 def test_windows_and_whole_video_equal_the_features_cut_by_time(run, tmp_path, capsys):
     output = tmp_path / "out.json"
     picture = tmp_path / "timeline.png"
@@ -109,6 +110,7 @@ def test_windows_and_whole_video_equal_the_features_cut_by_time(run, tmp_path, c
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # trains or runs a command in-process for seconds (the fast tier skips it)
 def test_memory_holds_a_window_not_the_video(run, tmp_path, monkeypatch):
     """The features held at once stay at a window's and a batch's, on a video 30 times the window."""
     path = videos.encode_clip(

@@ -172,6 +172,7 @@ def _error_text(tmp_path, ratings, *, pipeline=False):
     return message
 
 
+@pytest.mark.slow  # trains or runs a command in-process for seconds (the fast tier skips it)
 def test_bad_ratings_are_named(tmp_path):
     unequal = _error_text(tmp_path, dict(starts=[0, 5], ends=[5], labels=[1, 2], scores=[1, 0]))
     assert "found lists of lengths (starts/ends/labels/scores): 2/1/2/2" in unequal
@@ -198,6 +199,7 @@ def test_segment_mode_arguments_are_checked(tmp_path):
             make_dataset(path, FEATURES, **common, **{"segment_size": SIZE, **bad})
 
 
+@pytest.mark.slow  # trains or runs a command in-process for seconds (the fast tier skips it)
 def test_videos_with_nonfinite_features_are_dropped_and_counted(tmp_path):
     videos = _videos()[:3]
     nan_audio = videos[1][1] | {"audio": np.full((4, 3), np.nan, np.float32)}
