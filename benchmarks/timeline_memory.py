@@ -24,12 +24,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-_PEAK = (
-    "import resource, subprocess, sys\n"
-    "code = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-    "sys.stderr.write(code.stderr[-3000:] if code.returncode else '')\n"
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code.returncode)\n"
-)
+from benchmarks.extract_memory import _PEAK  # noqa: E402  (runs a command, prints its children's peak RSS)
 
 
 def make_clip(path, minutes):
