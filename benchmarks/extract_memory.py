@@ -78,6 +78,15 @@ def peak_memory_mb(paths, output, model, videos_per_run, workers, beam_args=()):
         "--overwrite",
         *(["--", *beam_args] if beam_args else []),
     ]
+    return command_peak_mb(command)
+
+
+def command_peak_mb(command):
+    """Runs `command` in a fresh process; returns the peak resident memory (MB) of its largest process.
+
+    Raises:
+        SystemExit: the command failed (its stderr's end is shown).
+    """
     result = subprocess.run(
         [sys.executable, "-c", _PEAK, *command],
         cwd=ROOT,
@@ -88,7 +97,7 @@ def peak_memory_mb(paths, output, model, videos_per_run, workers, beam_args=()):
     )
     peak_kb, code = result.stdout.split()
     if code != "0":
-        raise SystemExit(f"extract failed:\n{result.stderr}")
+        raise SystemExit(f"{' '.join(command[1:3])} failed:\n{result.stderr}")
     return int(peak_kb) / 1e3
 
 

@@ -14,7 +14,6 @@ is also classified without a timeline, for comparison: that path decodes the who
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.extract_memory import _PEAK  # noqa: E402  (runs a command, prints its children's peak RSS)
+from benchmarks.extract_memory import command_peak_mb  # noqa: E402
 
 
 def make_clip(path, minutes):
@@ -58,21 +57,11 @@ def run_classify(clip, model_dir, output, window_seconds):
     if window_seconds:
         command.append(f"--window_seconds={window_seconds}")
     start = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-c", _PEAK, *command],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-    )
+    peak = command_peak_mb(command)
     seconds = time.monotonic() - start
-    peak_kb, code = result.stdout.split()
-    if code != "0":
-        raise SystemExit(f"classify failed:\n{result.stderr}")
     with open(output) as handle:
         windows = len(json.load(handle)[0].get("windows", []))
-    return int(peak_kb) / 1e3, seconds, windows
+    return peak, seconds, windows
 
 
 def main():
